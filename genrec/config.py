@@ -1,0 +1,140 @@
+"""Command line and gin parsing shared by every trainer.
+
+Every trainer is run the same way::
+
+    python genrec/trainers/<name>_trainer.py FILE.gin [FILE.gin ...] [--split NAME]
+        [--gin "binding"]... [--run-dir DIR]
+
+Files are parsed in order, then the ``--gin`` bindings (later wins). ``--split`` and ``--run-dir`` are
+turned into bindings (``experiment.split``, shared by every trainer, and ``<entry>.run_dir``), so the
+operative config written into the run folder records them too.
+
+Strictness (STYLE.md, lesson 2):
+
+* a malformed file or binding raises :class:`ConfigError` naming the file (or binding) and line;
+* an unknown ``--split`` lists the valid ones;
+* a binding that nothing uses is an error: :func:`check_all_bindings_used` compares what was bound
+  with gin's operative config (what configurables actually received). The training loop calls it
+  once everything has been built, so a typo'd or dead binding never silently changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tokenize
+from pathlib import Path
+from typing import Callable, Sequence
+
+import gin
+
+__all__ = ["ConfigError", "parse_args", "parse_gin", "check_all_bindings_used", "default_run_dir", "run"]
+
+
+class ConfigError(ValueError):
+    """A gin file, binding or command-line value that cannot be used as written."""
+
+
+def parse_args(argv: Sequence[str] | None, prog: str, splits: Sequence[str]) -> argparse.Namespace:
+    """Parses the trainer command line.
+
+    Args:
+        argv: arguments without the program name (``None``: ``sys.argv[1:]``).
+        prog: program name shown in ``--help``.
+        splits: valid ``--split`` names.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description="Train and evaluate with gin config files.")
+    parser.add_argument("configs", nargs="+", metavar="FILE.gin", help="gin files, parsed in order")
+    parser.add_argument("--split", default=None, help=f"data split, one of: {', '.join(splits)}")
+    parser.add_argument("--gin", action="append", default=[], metavar="BINDING",
+                        help='extra binding, e.g. --gin "fit.max_epochs = 3" (repeatable)')
+    parser.add_argument("--run-dir", default=None, help="run folder (default: runs/<model>/<config name>)")
+    args = parser.parse_args(argv)
+    if args.split is not None and args.split not in splits:
+        raise ConfigError(f"unknown --split {args.split!r}; valid splits are: {', '.join(splits)}")
+    return args
+
+
+def _format_gin_error(where: str, err: Exception) -> str:
+    if isinstance(err, tokenize.TokenError):  # e.g. an unclosed bracket: gin gives no location
+        msg, (line, _col) = err.args
+        return f"malformed gin in {where}, near line {line}: {msg}. Check brackets and quotes."
+    text = str(err)
+    if "In file" in text or "In bindings string" in text:
+        return f"{text}\n(while parsing {where})"
+    return f"{type(err).__name__} in {where}: {text}"
+
+
+def parse_gin(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> None:
+    """Parses gin files, then bindings; raises :class:`ConfigError` that names what failed.
+
+    Each file is parsed on its own so that a failure names it even when gin does not (tokenizer
+    errors). Files are parsed relative to the current directory, as are their ``include`` lines.
+    """
+    gin.clear_config()
+    for path in map(Path, files):
+        if not path.is_file():
+            raise ConfigError(f"gin file not found: {path} (run from the repository root, or pass a full path)")
+        try:
+            gin.parse_config_file(str(path))
+        except Exception as err:  # gin raises ValueError, TokenError, SyntaxError, ...
+            raise ConfigError(_format_gin_error(f"file {path}", err)) from err
+    for binding in bindings:
+        try:
+            gin.parse_config(binding)
+        except Exception as err:
+            raise ConfigError(_format_gin_error(f"binding {binding!r}", err)) from err
+
+
+def check_all_bindings_used() -> None:
+    """Raises :class:`ConfigError` listing bindings that no configurable received.
+
+    A binding is unused when its configurable was never called, or when the caller passed that
+    argument explicitly (gin then ignores the binding silently). Macros are exempt: they are
+    values, used through the bindings that reference them.
+    """
+    bound = gin.config._CONFIG  # {(scope, selector): {param: value}}; gin has no public accessor
+    used = gin.config._OPERATIVE_CONFIG
+    unused = []
+    for key, params in bound.items():
+        scope, selector = key
+        if selector.endswith("gin.macro"):
+            continue
+        received = used.get(key, {})
+        name = f"{scope + '/' if scope else ''}{selector.rsplit('.', 1)[-1]}"
+        unused += [f"{name}.{param}" for param in params if param not in received]
+    if unused:
+        raise ConfigError(
+            "these gin bindings were not used by anything: " + ", ".join(sorted(unused))
+            + ". Check the spelling, remove them, or bind the configurable that is actually called."
+        )
+
+
+def default_run_dir(config: str | Path) -> Path:
+    """``config/sasrec/ml100k_debug.gin`` -> ``runs/sasrec/ml100k_debug``."""
+    path = Path(config)
+    parts = path.with_suffix("").parts
+    if "config" in parts:
+        parts = parts[parts.index("config") + 1:]
+    return Path("runs", *parts[-3:])
+
+
+def run(entry: Callable, splits: Sequence[str], argv: Sequence[str] | None = None):
+    """Parses the command line and gin, then calls the trainer's entry function.
+
+    Args:
+        entry: the trainer's ``@gin.configurable`` function; it must accept a ``run_dir`` keyword
+            argument and get its data from :func:`genrec.training.experiment`.
+        splits: valid split names for ``--split``.
+        argv: command line without the program name.
+
+    Returns:
+        Whatever ``entry`` returns (the metrics dictionary).
+    """
+    name = entry.__name__
+    args = parse_args(argv, prog=f"{name}", splits=splits)
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.configs[-1])
+    bindings = [f"{name}.run_dir = {str(run_dir)!r}"]
+    if args.split is not None:
+        bindings.append(f"experiment.split = {args.split!r}")
+    parse_gin(args.configs, bindings + list(args.gin))
+    return entry()

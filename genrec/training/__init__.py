@@ -1,0 +1,6 @@
+"""The shared training loop (:func:`fit`), the data side of a run (:func:`experiment`), checkpoints."""
+
+from genrec.training.experiment import Experiment, experiment
+from genrec.training.loop import fit, lr_lambda, peak_memory, seed_everything
+
+__all__ = ["Experiment", "experiment", "fit", "lr_lambda", "peak_memory", "seed_everything"]

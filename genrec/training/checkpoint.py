@@ -1,0 +1,146 @@
+"""Complete, atomic, code-free checkpoints in one safetensors file.
+
+A checkpoint holds everything needed to resume a run exactly (STYLE.md, lesson 6): model weights,
+optimizer state, scheduler state, the RNG states of python, numpy and torch, and the loop's own
+state (epoch, step, best metric, patience). Tensors go into the safetensors body; everything else
+is JSON in the safetensors metadata. Loading therefore never executes code.
+
+Files are written to a temporary name in the same folder and renamed over the target, so a kill at
+any moment leaves either the previous checkpoint or the new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+__all__ = ["atomic_write_text", "save_tensors", "load_tensors", "save_checkpoint", "load_checkpoint",
+           "rng_state", "set_rng_state"]
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    tmp = _tmp_path(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
+    """Atomically saves tensors (made contiguous, on CPU) and JSON metadata to a safetensors file."""
+    path = Path(path)
+    tmp = _tmp_path(path)
+    body, seen = {}, set()
+    for key, value in tensors.items():
+        value = value.detach().to("cpu").contiguous()
+        if value.numel() and value.data_ptr() in seen:  # tied weights: safetensors refuses shared memory
+            value = value.clone()
+        seen.add(value.data_ptr())
+        body[key] = value
+    meta = {"genrec": json.dumps(metadata or {})}
+    try:
+        save_file(body, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Loads a file written by :func:`save_tensors`; a clear error when it is missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("genrec", "{}"))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"checkpoint {path} is corrupt or not a genrec safetensors file ({err}); "
+                         f"delete it to start that run again") from err
+    return tensors, meta
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The RNG states of python, numpy, torch (and CUDA) as (tensors, json)."""
+    np_state = np.random.get_state()
+    tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy": torch.from_numpy(np_state[1].astype(np.int64))}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    py = random.getstate()
+    meta = {"python": [py[0], list(py[1]), py[2]], "numpy": [np_state[0], int(np_state[2]), int(np_state[3]),
+                                                           float(np_state[4])]}
+    return tensors, meta
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Restores the states captured by :func:`rng_state`."""
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    version, state, gauss = meta["python"]
+    random.setstate((version, tuple(state), gauss))
+    kind, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, scalars = {}, {}
+    for idx, per_param in state["state"].items():
+        for key, value in per_param.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{key}"] = value
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = value
+    for name, value in meta["scalars"].items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, loop_state: dict[str, Any]) -> None:
+    """Saves model, optimizer, scheduler, RNG and loop state to one safetensors file, atomically."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    optim_tensors, optim_meta = _split_optimizer(optimizer.state_dict())
+    rng_tensors, rng_meta = rng_state()
+    tensors.update(optim_tensors)
+    tensors.update(rng_tensors)
+    meta = {"loop": loop_state, "optimizer": optim_meta, "scheduler": scheduler.state_dict(), "rng": rng_meta}
+    save_tensors(path, tensors, meta)
+
+
+def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any) -> dict[str, Any]:
+    """Restores what :func:`save_checkpoint` saved; returns the loop state."""
+    tensors, meta = load_tensors(path)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    optimizer.load_state_dict(_join_optimizer({k: v for k, v in tensors.items() if k.startswith("optim.")},
+                                              meta["optimizer"]))
+    scheduler.load_state_dict(meta["scheduler"])
+    set_rng_state({k: v for k, v in tensors.items() if k.startswith("rng.")}, meta["rng"])
+    return meta["loop"]

@@ -1,0 +1,367 @@
+"""The one training loop every genrec trainer runs.
+
+``fit`` trains a model on a map-style dataset with AdamW, a warm-up + decay learning-rate schedule,
+gradient clipping and accumulation, mixed precision where the device supports it, and evaluation on
+the validation set every N epochs or steps, with early stopping. At the end it restores the best
+weights, evaluates the test set exactly once and writes ``metrics.json``.
+
+A run is a folder::
+
+    config.gin            operative gin config (what every configurable actually received)
+    log.jsonl             one JSON object per logged step and per evaluation
+    checkpoint.safetensors  the last complete state (model, optimizer, scheduler, RNG, loop state)
+    best.safetensors      the weights with the best validation metric
+    metrics.json          dataset, split, protocol, seed, fingerprint, valid, test, timings, memory
+
+Resuming: running the same command on the same folder after an interruption (even ``kill -9``)
+restarts from ``checkpoint.safetensors``. Batches are drawn from a sampler seeded by (seed, epoch),
+batches already done in the interrupted epoch are skipped, and the RNG states are restored, so on a
+CPU the resumed run reaches exactly the metrics of an uninterrupted one. A folder whose
+``config.gin`` differs from the current config is refused rather than silently mixed.
+
+Distributed: the same code runs on one process or many (``accelerate launch``, ``torchrun``): each
+process takes a disjoint shard of every epoch's permutation (``DistributedSampler``), gradients are
+averaged by DDP, evaluation shards rows over processes and gathers them, and only the main process
+writes files.
+
+The model contract: ``model(**batch)`` returns ``(output, loss)`` with a scalar loss.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import resource
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable
+
+import gin
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.auto import tqdm
+
+from genrec.config import check_all_bindings_used
+from genrec.training.checkpoint import (atomic_write_text, load_checkpoint, load_tensors, save_checkpoint,
+                                        save_tensors)
+
+__all__ = ["fit", "lr_lambda", "peak_memory", "seed_everything"]
+
+Evaluate = Callable[[torch.nn.Module, str, Accelerator], dict[str, Any]]
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds python, numpy and torch (all devices)."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Learning-rate multiplier per optimizer step: linear warm-up to 1, then the named decay.
+
+    ``constant``: 1; ``linear``: 1 -> 0 at ``total_steps``; ``cosine``: 0.5 (1 + cos(pi t)), t the
+    fraction of post-warm-up steps done.
+    """
+    if schedule not in ("constant", "linear", "cosine"):
+        raise ValueError(f"unknown fit.schedule {schedule!r}; use 'constant', 'linear' or 'cosine'")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 1.0 - t if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return factor
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak resident memory of this process (and peak CUDA memory), in MiB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024**2)
+    out = {"peak_rss_mib": round(rss, 1)}
+    if torch.cuda.is_available():
+        out["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def _mixed_precision(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"  # CPU autocast is slower than fp32 for these models
+
+
+class _Log:
+    """Appends JSON lines to ``log.jsonl`` (main process only)."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def truncate_after(self, step: int) -> None:
+        """Drops records written after ``step`` (by an interrupted run that did not checkpoint them)."""
+        if not (self.enabled and self.path.exists()):
+            return
+        keep = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        atomic_write_text(self.path, "".join(line + "\n" for line in keep))
+
+    def write(self, **record: Any) -> None:
+        if self.enabled:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+@gin.configurable(denylist=["model", "train_data", "evaluate", "run_dir", "info", "collate_fn", "seed"])
+def fit(
+    model: torch.nn.Module,
+    train_data: Dataset,
+    evaluate: Evaluate,
+    run_dir: str | Path,
+    info: dict[str, Any],
+    seed: int,
+    collate_fn: Callable | None = None,
+    max_epochs: int = 100,
+    max_steps: int | None = None,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    warmup_steps: int = 0,
+    schedule: str = "constant",
+    grad_clip: float | None = 1.0,
+    grad_accum_steps: int = 1,
+    mixed_precision: str = "auto",
+    eval_every_epochs: int = 1,
+    eval_every_steps: int | None = None,
+    patience: int | None = 10,
+    metric: str = "ndcg@10",
+    log_every_steps: int = 10,
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """Trains ``model``, selects the best validation checkpoint, evaluates test once.
+
+    Args:
+        model: returns ``(output, loss)`` from ``model(**batch)``.
+        train_data: map-style dataset of training examples (dicts of tensors).
+        evaluate: ``evaluate(model, "valid" | "test", accelerator) -> metrics dict``; called with the
+            unwrapped model in eval mode on every process.
+        run_dir: the run folder (created).
+        info: what ``metrics.json`` records about the data: ``dataset``, ``split``, ``protocol``,
+            ``fingerprint`` (and anything else).
+        seed: seeds the epoch permutations (the caller seeds model initialisation).
+        collate_fn: batches examples; default stacks dicts of tensors.
+        max_epochs: epochs at most.
+        max_steps: optimizer steps at most (stops mid-epoch); ``None``: no limit.
+        batch_size: examples per micro-batch per process.
+        learning_rate: peak AdamW learning rate.
+        weight_decay: AdamW decoupled weight decay.
+        betas: AdamW betas.
+        warmup_steps: optimizer steps of linear warm-up.
+        schedule: ``constant``, ``linear`` or ``cosine`` decay after warm-up (see :func:`lr_lambda`).
+        grad_clip: max global gradient norm; ``None`` disables clipping.
+        grad_accum_steps: micro-batches per optimizer step.
+        mixed_precision: ``no``, ``fp16``, ``bf16`` or ``auto`` (bf16 on a GPU that supports it, else no).
+        eval_every_epochs: validate after every this many epochs.
+        eval_every_steps: also validate every this many optimizer steps (``None``: only per epoch).
+        patience: stop after this many validations without improvement (``None``: never stop early).
+        metric: validation metric to maximise (a key of the dict ``evaluate`` returns).
+        log_every_steps: optimizer steps between ``log.jsonl`` records.
+        num_workers: DataLoader workers.
+
+    Returns:
+        The dictionary written to ``metrics.json``.
+    """
+    run_dir = Path(run_dir)
+    accelerator = Accelerator(mixed_precision=_mixed_precision(mixed_precision), cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    check_all_bindings_used()
+    _check_config(run_dir / "config.gin", gin.operative_config_str(), main)
+    accelerator.wait_for_everyone()
+
+    sampler = DistributedSampler(train_data, num_replicas=accelerator.num_processes,
+                                 rank=accelerator.process_index, shuffle=True, seed=seed, drop_last=False)
+    # The loader's own generator keeps iterator creation from drawing on the global RNG, whose state a
+    # resumed run restores from the checkpoint.
+    loader = DataLoader(train_data, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn,
+                        num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
+    if len(loader) == 0:
+        raise ValueError("the training set is empty: nothing to train on (check the dataset and split)")
+    steps_per_epoch = math.ceil(len(loader) / grad_accum_steps)
+    total_steps = min(max_steps or sys.maxsize, steps_per_epoch * max_epochs)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, betas=tuple(betas))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule, warmup_steps, total_steps))
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
+
+    log = _Log(run_dir / "log.jsonl", main)
+    ckpt_path = run_dir / "checkpoint.safetensors"
+    state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_step": None, "bad_evals": 0,
+             "done": False, "train_seconds": 0.0, "eval_seconds": 0.0}
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, accelerator.unwrap_model(wrapped), optimizer, scheduler)
+        log.truncate_after(state["step"])
+        accelerator.print(f"resuming {run_dir} at epoch {state['epoch']}, step {state['step']}")
+
+    def checkpoint() -> None:
+        accelerator.wait_for_everyone()
+        if main:
+            save_checkpoint(ckpt_path, accelerator.unwrap_model(wrapped), optimizer, scheduler, state)
+
+    def validate() -> bool:
+        """Evaluates valid, keeps the best weights; returns True when training should stop."""
+        if state.get("last_eval_step") == state["step"]:
+            return patience is not None and state["bad_evals"] >= patience
+        state["last_eval_step"] = state["step"]
+        t0 = time.perf_counter()
+        metrics = _evaluate(evaluate, wrapped, "valid", accelerator)
+        state["eval_seconds"] += time.perf_counter() - t0
+        if metric not in metrics:
+            raise KeyError(f"fit.metric {metric!r} is not among the validation metrics: {sorted(metrics)}")
+        value = float(metrics[metric])
+        improved = state["best"] is None or value > state["best"]
+        if improved:
+            state.update(best=value, best_step=state["step"], best_epoch=state["epoch"], bad_evals=0, best_valid=metrics)
+            if main:
+                save_tensors(run_dir / "best.safetensors", accelerator.unwrap_model(wrapped).state_dict(),
+                             {"step": state["step"]})
+        else:
+            state["bad_evals"] += 1
+        log.write(step=state["step"], epoch=state["epoch"], valid=metrics, best=state["best"])
+        accelerator.print(f"epoch {state['epoch']} step {state['step']}: valid {metric} {value:.4f}"
+                          f"{' (best)' if improved else ''}")
+        return patience is not None and state["bad_evals"] >= patience
+
+    t_start = time.perf_counter() - state["train_seconds"] - state["eval_seconds"]
+    bar = tqdm(total=total_steps, initial=state["step"], disable=not main, desc="train", dynamic_ncols=True)
+    while not state["done"]:
+        sampler.set_epoch(state["epoch"])
+        wrapped.train()
+        micro, running = [], []
+        for i, batch in enumerate(loader):
+            if i < state["batch"]:
+                continue  # done before an interruption
+            micro.append(batch)
+            if len(micro) < grad_accum_steps and i + 1 < len(loader):
+                continue
+            loss = _train_step(wrapped, micro, optimizer, scheduler, accelerator, grad_clip)
+            micro = []
+            state["batch"], state["step"] = i + 1, state["step"] + 1
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss is {loss} at step {state['step']} (epoch {state['epoch']}). Lower "
+                    f"fit.learning_rate (now {learning_rate}), keep fit.grad_clip set, or use "
+                    f"fit.mixed_precision = 'no'; the last good checkpoint is {ckpt_path}.")
+            running.append(loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", epoch=state["epoch"])
+            if state["step"] % log_every_steps == 0:
+                log.write(step=state["step"], epoch=state["epoch"], loss=float(np.mean(running)),
+                          lr=scheduler.get_last_lr()[0])
+                running = []
+            stop = state["step"] >= total_steps
+            if eval_every_steps and state["step"] % eval_every_steps == 0:
+                stop = validate() or stop
+                state["train_seconds"] = time.perf_counter() - t_start - state["eval_seconds"]
+                state["done"] = stop
+                checkpoint()
+            if stop and i + 1 < len(loader):  # the last batch falls through to the epoch's end
+                break
+        else:  # epoch finished
+            state.update(epoch=state["epoch"] + 1, batch=0)
+            stop = state["epoch"] >= max_epochs or state["step"] >= total_steps
+            if state["epoch"] % eval_every_epochs == 0 or stop:
+                stop = validate() or stop
+            state["train_seconds"] = time.perf_counter() - t_start - state["eval_seconds"]
+            state["done"] = stop
+            checkpoint()
+            continue
+        if not state["done"]:  # stopped mid-epoch by max_steps or patience without a step-eval
+            validate()
+            state["train_seconds"] = time.perf_counter() - t_start - state["eval_seconds"]
+            state["done"] = True
+            checkpoint()
+    bar.close()
+
+    best, _ = load_tensors(run_dir / "best.safetensors")
+    accelerator.unwrap_model(wrapped).load_state_dict(best)
+    t0 = time.perf_counter()
+    test = _evaluate(evaluate, wrapped, "test", accelerator)
+    test_seconds = time.perf_counter() - t0
+    result = {
+        **{k: info[k] for k in ("dataset", "split", "protocol") if k in info},
+        "seed": seed,
+        "valid": state["best_valid"],
+        "test": test,
+        "best_epoch": state.get("best_epoch"),
+        "best_step": state["best_step"],
+        "epochs": state["epoch"],
+        "steps": state["step"],
+        "train_seconds": round(state["train_seconds"], 2),
+        "eval_seconds": round(state["eval_seconds"], 2),
+        "test_seconds": round(test_seconds, 2),
+        **peak_memory(),
+        **{k: v for k, v in info.items() if k not in ("dataset", "split", "protocol")},
+        "num_processes": accelerator.num_processes,
+        "device": str(accelerator.device),
+        "mixed_precision": accelerator.mixed_precision,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if main:
+        log.write(step=state["step"], epoch=state["epoch"], test=test)
+        atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
+    accelerator.wait_for_everyone()
+    return result
+
+
+def _train_step(model, micro: list[dict], optimizer, scheduler, accelerator: Accelerator,
+                grad_clip: float | None) -> float:
+    """One optimizer step over the micro-batches in ``micro``; returns their mean loss."""
+    total = 0.0
+    for j, batch in enumerate(micro):
+        batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        sync = j == len(micro) - 1
+        with (nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
+            _, loss = model(**batch)
+            accelerator.backward(loss / len(micro))
+        total += loss.detach().float().item()
+    if grad_clip is not None:
+        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total / len(micro)
+
+
+def _evaluate(evaluate: Evaluate, wrapped, which: str, accelerator: Accelerator) -> dict[str, Any]:
+    model = accelerator.unwrap_model(wrapped)
+    model.eval()
+    try:
+        with torch.inference_mode(), accelerator.autocast():
+            return evaluate(model, which, accelerator)
+    finally:
+        model.train()
+
+
+def _check_config(path: Path, operative: str, main: bool) -> None:
+    """Writes the operative config, or refuses a run folder made with a different one."""
+    if path.exists() and (path.parent / "checkpoint.safetensors").exists():
+        if path.read_text() != operative:
+            raise ValueError(
+                f"{path.parent} holds a run made with a different config (see {path}). "
+                f"Use another --run-dir, or delete {path.parent} to start over.")
+        return
+    if main:
+        atomic_write_text(path, operative)

@@ -1,0 +1,121 @@
+"""The shared loop on a tiny synthetic task: schedule, early stopping, resume, errors, run folder."""
+
+import json
+
+import gin
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from genrec.training import fit, lr_lambda
+
+
+class _Regressor(torch.nn.Module):
+    def __init__(self, nan=False):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 1)
+        self.drop = torch.nn.Dropout(0.1)
+        self.nan = nan
+
+    def forward(self, x, y):
+        pred = self.lin(self.drop(x)).squeeze(-1)
+        loss = ((pred - y) ** 2).mean()
+        return pred, loss * float("nan") if self.nan else loss
+
+
+class _Pairs(TensorDataset):
+    def __getitem__(self, i):
+        x, y = super().__getitem__(i)
+        return {"x": x, "y": y}
+
+
+def _data(n=64):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, generator=g)
+    return _Pairs(x, x @ torch.tensor([1.0, -2.0, 0.5]))
+
+
+def _evaluate(model, which, accelerator):
+    x = torch.linspace(-1, 1, 30).reshape(10, 3)
+    err = ((model.lin(x).squeeze(-1) - x @ torch.tensor([1.0, -2.0, 0.5])) ** 2).mean().item()
+    return {"neg_mse": -err, "which": which}
+
+
+def _fit(run_dir, model=None, **kw):
+    gin.clear_config()
+    torch.manual_seed(0)
+    model = model or _Regressor()
+    kw.setdefault("max_epochs", 6)
+    return fit(model, _data(), _evaluate, run_dir=run_dir, info={"dataset": "synthetic"}, seed=1,
+               batch_size=8, learning_rate=0.05, metric="neg_mse", **kw)
+
+
+def test_lr_schedules():
+    f = lr_lambda("linear", warmup_steps=2, total_steps=10)
+    assert [round(f(s), 3) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
+    c = lr_lambda("cosine", warmup_steps=0, total_steps=4)
+    assert [round(c(s), 3) for s in (0, 2, 4)] == [1.0, 0.5, 0.0]
+    with pytest.raises(ValueError, match="schedule"):
+        lr_lambda("step", 0, 1)
+
+
+def test_run_folder_and_metrics(tmp_path):
+    result = _fit(tmp_path / "run")
+    files = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert files == ["best.safetensors", "checkpoint.safetensors", "config.gin", "log.jsonl", "metrics.json"]
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["test"]["which"] == "test" and saved["valid"]["which"] == "valid"
+    assert saved == json.loads(json.dumps(result))
+    assert saved["epochs"] == 6 and saved["steps"] == 48 and saved["peak_rss_mib"] > 0
+    assert saved["valid"]["neg_mse"] > -0.5  # it learned
+    records = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert sum("valid" in r for r in records) == 6 and "test" in records[-1]
+
+
+def test_resume_reaches_the_same_result(tmp_path):
+    full = _fit(tmp_path / "full", eval_every_steps=5)
+    # interrupt: stop after 21 steps (mid-epoch, after a step-checkpoint at 20), then resume
+    with pytest.raises(RuntimeError, match="interrupt"):
+        def boom(model, which, acc, calls=[]):
+            calls.append(1)
+            if len(calls) == 5:  # the 5th validation, at step 25
+                raise RuntimeError("interrupt")
+            return _evaluate(model, which, acc)
+        gin.clear_config()
+        torch.manual_seed(0)
+        fit(_Regressor(), _data(), boom, run_dir=tmp_path / "cut", info={}, seed=1, batch_size=8,
+            learning_rate=0.05, metric="neg_mse", max_epochs=6, eval_every_steps=5)
+    resumed = _fit(tmp_path / "cut", eval_every_steps=5)
+    assert resumed["valid"] == full["valid"] and resumed["test"] == full["test"]
+    assert resumed["steps"] == full["steps"]
+
+
+def test_early_stopping_restores_best(tmp_path):
+    def worsening(model, which, acc, calls=[]):
+        calls.append(1)
+        return {"score": 1.0 / len(calls)}  # best at the first evaluation
+    gin.clear_config()
+    out = fit(_Regressor(), _data(), worsening, run_dir=tmp_path / "es", info={}, seed=1, batch_size=8,
+              metric="score", max_epochs=50, patience=3)
+    assert out["epochs"] == 4 and out["best_epoch"] == 1 and out["valid"]["score"] == 1.0
+
+
+def test_nan_loss_is_a_clear_error(tmp_path):
+    with pytest.raises(FloatingPointError, match="learning_rate"):
+        _fit(tmp_path / "nan", model=_Regressor(nan=True))
+
+
+def test_unknown_metric_is_a_clear_error(tmp_path):
+    gin.clear_config()
+    with pytest.raises(KeyError, match="ndcg@10"):
+        fit(_Regressor(), _data(), _evaluate, run_dir=tmp_path / "m", info={}, seed=1, max_epochs=1)
+
+
+def test_run_folder_with_another_config_is_refused(tmp_path):
+    _fit(tmp_path / "r", max_epochs=1)
+    gin.clear_config()
+    gin.parse_config("fit.max_epochs = 2")
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="different config"):
+        fit(_Regressor(), _data(), _evaluate, run_dir=tmp_path / "r", info={}, seed=1, metric="neg_mse")
+    gin.clear_config()

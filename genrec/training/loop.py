@@ -323,6 +323,8 @@ def fit(
         log.write(step=state["step"], epoch=state["epoch"], test=test)
         atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
     accelerator.wait_for_everyone()
+    if accelerator.num_processes > 1:
+        accelerator.end_training()  # tears down the process group; exiting without it can abort at exit
     return result
 
 

@@ -1,0 +1,48 @@
+"""Evaluation: ranking metrics and the protocols that produce ranks.
+
+Protocols (:class:`Evaluator`):
+
+- ``"full"`` (default): each row's target is ranked among all N items (indices 1..N; index 0 is
+  padding and never a candidate). Generative models that return top-K item ids are evaluated
+  under this protocol only (:meth:`Evaluator.evaluate_ranked`); a target missing from the list
+  has rank :data:`NOT_RANKED`, a miss at every cut-off.
+- ``"sampled"``: the target is ranked among itself and 100 negatives per row, drawn once per
+  evaluator, uniformly from the items outside the row's history and target
+  (:func:`sample_negatives`); for parity with papers that report it.
+
+Masking: by default nothing is masked (as RecBole does for sequential models under full ranking),
+so history items compete with the target. ``mask_history=True`` removes each row's history items
+from its candidates; the target itself is never removed.
+
+Ties are pessimistic: the target's rank counts every other candidate whose score is greater than
+or equal to its own, so constant or heavily tied scores cannot inflate metrics (a constant model
+ranks every target last).
+
+Metrics (:func:`compute_metrics`): Recall@K, NDCG@K and MRR@K for K in :data:`KS`, averaged over
+rows. With one target per row, Recall@K equals Hit Ratio@K (HR@K), so only ``recall@k`` is
+reported.
+"""
+from genrec.evaluation.metrics import (
+    KS,
+    NOT_RANKED,
+    compute_metrics,
+    mrr_at_k,
+    ndcg_at_k,
+    ranks_from_ranked_lists,
+    ranks_from_scores,
+    recall_at_k,
+)
+from genrec.evaluation.protocols import Evaluator, sample_negatives
+
+__all__ = [
+    "KS",
+    "NOT_RANKED",
+    "Evaluator",
+    "compute_metrics",
+    "mrr_at_k",
+    "ndcg_at_k",
+    "ranks_from_ranked_lists",
+    "ranks_from_scores",
+    "recall_at_k",
+    "sample_negatives",
+]

@@ -21,6 +21,8 @@ Strictness (STYLE.md, lesson 2):
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import tokenize
 from pathlib import Path
 from typing import Callable, Sequence
@@ -32,6 +34,13 @@ __all__ = ["ConfigError", "parse_args", "parse_gin", "check_all_bindings_used", 
 
 class ConfigError(ValueError):
     """A gin file, binding or command-line value that cannot be used as written."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from genrec.assets import AssetError
+    from genrec.data import DatasetFileError
+
+    return ConfigError, AssetError, DatasetFileError, FloatingPointError, ValueError, KeyError
 
 
 def parse_args(argv: Sequence[str] | None, prog: str, splits: Sequence[str]) -> argparse.Namespace:
@@ -131,10 +140,20 @@ def run(entry: Callable, splits: Sequence[str], argv: Sequence[str] | None = Non
         Whatever ``entry`` returns (the metrics dictionary).
     """
     name = entry.__name__
-    args = parse_args(argv, prog=f"{name}", splits=splits)
+    try:
+        args = parse_args(argv, prog=name, splits=splits)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.configs[-1])
     bindings = [f"{name}.run_dir = {str(run_dir)!r}"]
     if args.split is not None:
         bindings.append(f"experiment.split = {args.split!r}")
-    parse_gin(args.configs, bindings + list(args.gin))
-    return entry()
+    try:
+        parse_gin(args.configs, bindings + list(args.gin))
+        return entry()
+    except _user_errors() as err:
+        if os.environ.get("GENREC_DEBUG"):
+            raise
+        print(f"error: {err}\n(set GENREC_DEBUG=1 for the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -78,3 +78,24 @@ def test_every_shipped_gin_file_parses(path, monkeypatch):
     trainer = Path(path).parts[1]
     __import__(f"genrec.trainers.{trainer}_trainer")
     parse([path])
+
+
+def test_trainer_cli_errors_are_one_clear_message(tmp_path):
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "genrec/trainers/sasrec_trainer.py", *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+
+    bad = tmp_path / "bad.gin"
+    bad.write_text('include "config/sasrec/ml100k_debug.gin"\nfit.learning_rat = 0.1\n')
+    for args, expected in [
+        ([str(bad)], "learning_rat"),
+        (["config/sasrec/ml100k_debug.gin", "--split", "random"], "valid splits are: loo"),
+        (["config/sasrec/ml100k_debug.gin", "--gin", "experiment.dataset = 'ml-10m'"], "known datasets"),
+        (["config/sasrec/ml100k_debug.gin", "--gin", "SASRec.num_heads = 3"], "divisible"),
+    ]:
+        proc = cli(*args, "--run-dir", str(tmp_path / "run"))
+        assert proc.returncode == 2, proc.stderr
+        assert expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

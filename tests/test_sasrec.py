@@ -58,6 +58,7 @@ def _metrics(run_dir):
     return json.loads((Path(run_dir) / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_short_real_run_beats_most_popular(tmp_path):
     proc = _run(tmp_path / "run")
     out, _ = proc.communicate(timeout=600)
@@ -76,6 +77,7 @@ def test_short_real_run_beats_most_popular(tmp_path):
     assert metrics["test"]["ndcg@10"] > pop_test["ndcg@10"], (metrics["test"], pop_test)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_reaches_same_metrics(tmp_path):
     full = _run(tmp_path / "full")
     out, _ = full.communicate(timeout=600)
@@ -99,6 +101,7 @@ def test_resume_after_kill_reaches_same_metrics(tmp_path):
     assert a["valid"] == b["valid"] and a["test"] == b["test"] and a["steps"] == b["steps"]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_keeps_ranks_identical(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            "tests/ddp_worker.py", str(tmp_path)]

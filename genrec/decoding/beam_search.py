@@ -93,9 +93,9 @@ class TrieLogitsProcessor(LogitsProcessor):
             row = int(empty.nonzero()[0])
             reason = ("left the trie" if nodes[row] < 0
                       else "form a complete sequence and eos_token_id is None")
-            raise ValueError(f"TrieLogitsProcessor: row {row} generated tokens {generated[row].tolist()}, which "
-                             f"{reason}, so no token is allowed; check prompt_length ({self.prompt_length}) and "
-                             "that prompts are left-padded to it")
+            raise ValueError(f"TrieLogitsProcessor: row {row} generated tokens {generated[row].tolist()}, "
+                             f"which {reason}, so no token is allowed; check prompt_length "
+                             f"({self.prompt_length}) and that prompts are left-padded to it")
         return scores.masked_fill(~allowed, float("-inf"))
 
 
@@ -119,7 +119,8 @@ def constrained_beam_search(step_fn: StepFn, trie: PrefixTrie, batch_size: int, 
     live beam's candidates are its score plus the log-probabilities of the tokens the trie allows
     (-inf elsewhere); a beam that has completed a sequence (a leaf, for tries with sequences of
     different lengths) has one candidate, itself with its score unchanged and token -1. The K best
-    of the K * (V + 1) candidates of each batch row become the new beams.
+    of the K * (V + 1) candidates of each batch row become the new beams. The search stops early,
+    without calling ``step_fn`` again, once no beam can grow.
 
     Args:
         step_fn: next-token log-probabilities of all beams, as above.
@@ -173,7 +174,8 @@ def constrained_beam_search(step_fn: StepFn, trie: PrefixTrie, batch_size: int, 
     return values, scores, tokens.view(batch_size, num_beams, trie.max_depth)
 
 
-def _allowed_log_probs(log_probs: torch.Tensor, trie: PrefixTrie, nodes: torch.Tensor, rows: int) -> torch.Tensor:
+def _allowed_log_probs(log_probs: torch.Tensor, trie: PrefixTrie, nodes: torch.Tensor,
+                       rows: int) -> torch.Tensor:
     """``log_probs`` [B*K, V] as float32 where the trie allows the token at each beam's node, -inf elsewhere."""
     if log_probs.ndim != 2 or log_probs.shape[0] != rows or log_probs.shape[1] < trie.vocab_size:
         raise ValueError(f"step_fn must return log_probs of shape [B*K, V] = [{rows}, >= {trie.vocab_size}] "

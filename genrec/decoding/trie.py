@@ -44,7 +44,9 @@ import torch
 __all__ = ["PrefixTrie"]
 
 
-def _pad_sequences(sequences: np.ndarray | torch.Tensor | Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+def _pad_sequences(
+    sequences: np.ndarray | torch.Tensor | Sequence[Sequence[int]],
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows [N, C] padded on the right with -1, and the lengths [N] of the sequences."""
     if isinstance(sequences, torch.Tensor):
         sequences = sequences.cpu().numpy()
@@ -124,8 +126,12 @@ class PrefixTrie:
 
     _TENSORS = ("child_ptr", "child_token", "child_node", "edge_key", "node_value", "node_depth")
 
-    def __init__(self, sequences: np.ndarray | torch.Tensor | Sequence[Sequence[int]],
-                 values: np.ndarray | torch.Tensor | Sequence[int] | None = None, vocab_size: int | None = None):
+    def __init__(
+        self,
+        sequences: np.ndarray | torch.Tensor | Sequence[Sequence[int]],
+        values: np.ndarray | torch.Tensor | Sequence[int] | None = None,
+        vocab_size: int | None = None,
+    ):
         padded, lengths = _pad_sequences(sequences)
         _check_sequences(padded, lengths)
         num_sequences, max_depth = padded.shape
@@ -138,7 +144,8 @@ class PrefixTrie:
         max_token = int(padded.max())
         vocab_size = max_token + 1 if vocab_size is None else int(vocab_size)
         if vocab_size <= max_token:
-            raise ValueError(f"PrefixTrie vocab_size {vocab_size} must exceed every token (max token {max_token})")
+            raise ValueError(f"PrefixTrie vocab_size {vocab_size} must exceed every token "
+                             f"(max token {max_token})")
 
         order = np.lexsort(padded.T[::-1])  # primary key: column 0
         rows = padded[order]
@@ -163,12 +170,12 @@ class PrefixTrie:
         node_value[node_of[np.arange(num_sequences), lengths[order] - 1]] = values[order]
         node_depth = np.zeros(num_nodes, dtype=np.int64)
         node_depth[edge_child] = depth + 1
+        children_per_node = np.bincount(edge_parent, minlength=num_nodes)
 
         self.vocab_size = vocab_size
         self.max_depth = max_depth
         self._num_sequences = num_sequences
-        self.child_ptr = torch.from_numpy(np.concatenate([[0], np.cumsum(np.bincount(edge_parent,
-                                                                                       minlength=num_nodes))]))
+        self.child_ptr = torch.from_numpy(np.concatenate([[0], np.cumsum(children_per_node)]))
         self.child_token = torch.from_numpy(edge_token)
         self.child_node = torch.from_numpy(edge_child)
         self.edge_key = torch.from_numpy(edge_key)
@@ -272,7 +279,8 @@ class PrefixTrie:
         """LongTensor [B]: the value of the sequence ending at each node, -1 for inner and -1 nodes."""
         return torch.where(nodes >= 0, self.node_value[nodes.clamp(min=0)], -1)
 
-    def prefix_allowed_tokens_fn(self, prompt_length: int, eos_token_id: int) -> Callable[[int, torch.Tensor], list[int]]:
+    def prefix_allowed_tokens_fn(self, prompt_length: int,
+                                 eos_token_id: int) -> Callable[[int, torch.Tensor], list[int]]:
         """The per-row callable of HF ``generate(prefix_allowed_tokens_fn=...)``, for reference.
 
         HF calls it once per beam and step from a Python loop; :class:`TrieLogitsProcessor` does

@@ -126,3 +126,21 @@ def test_successive_fits_with_different_precision(tmp_path):
     assert _fit(tmp_path / "fp32", max_epochs=1, mixed_precision="no")["mixed_precision"] == "no"
     result = _fit(tmp_path / "bf16", max_epochs=1, mixed_precision="bf16")
     assert result["mixed_precision"] == "bf16" and result["valid"]["neg_mse"] > -5
+
+
+def _evaluate_mse(model, which, accelerator):
+    return {"mse": -_evaluate(model, which, accelerator)["neg_mse"]}
+
+
+def test_mode_min_selects_the_lowest_value(tmp_path):
+    best_max = _fit(tmp_path / "max", eval_every_epochs=1, patience=None)
+    gin.clear_config()
+    torch.manual_seed(0)
+    best_min = fit(_Regressor(), _data(), _evaluate_mse, run_dir=tmp_path / "min", info={"dataset": "synthetic"},
+                   seed=1, batch_size=8, learning_rate=0.05, metric="mse", mode="min", max_epochs=6,
+                   eval_every_epochs=1, patience=None)
+    # the same training, selected by -mse (max) or by mse (min): the same best step and value
+    assert best_min["best_step"] == best_max["best_step"]
+    assert best_min["valid"]["mse"] == pytest.approx(-best_max["valid"]["neg_mse"])
+    with pytest.raises(ValueError, match="fit.mode"):
+        _fit(tmp_path / "bad", mode="lowest")

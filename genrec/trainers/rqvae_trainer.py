@@ -40,6 +40,12 @@ def _labels(catalog: ItemCatalog, field: str | None) -> list[set[str]] | None:
     return [set(filter(None, value.split(", "))) for value in catalog.fields[field][1:]]
 
 
+def item_vectors(catalog: ItemCatalog, standardize: bool) -> torch.Tensor:
+    """[N, D] embeddings of the catalogue's item texts (row i-1 = item i), optionally standardised."""
+    x = torch.from_numpy(embed_texts(catalog.texts()))
+    return (x - x.mean(0)) / x.std(0).clamp(min=1e-6) if standardize else x
+
+
 def semantic_id_report(model: RQVAE, embeddings: torch.Tensor, strategy: str,
                        labels: list[set[str]] | None, resolve: bool = True) -> tuple[dict, np.ndarray | None, list]:
     """Codebook health of ``model`` over all items and, with ``resolve``, the unique codes.
@@ -86,9 +92,7 @@ def train_rqvae(run_dir: str = "runs/rqvae", seed: int = 2020, collision_strateg
     """
     seed_everything(seed)
     exp = experiment()
-    x = torch.from_numpy(embed_texts(exp.catalog.texts()))
-    if standardize:
-        x = (x - x.mean(0)) / x.std(0).clamp(min=1e-6)
+    x = item_vectors(exp.catalog, standardize)
     model = RQVAE(input_dim=x.shape[1])
     labels = _labels(exp.catalog, label_field)
 

@@ -109,12 +109,14 @@ class SemanticIDs:
                                    f"{levels} entries; {fix}")
         codes = np.full((interactions.num_items + 1, levels), -1, dtype=np.int64)
         for raw, tuple_ in items.items():
+            if not (isinstance(tuple_, list) and len(tuple_) == levels
+                    and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in tuple_)):
+                raise SemanticIDsError(f"{path}: item {raw!r} has codes {tuple_!r}, expected {levels} non-negative "
+                                       f"integers; {fix}")
             try:
                 codes[interactions.item_index(raw)] = tuple_
             except KeyError:
                 raise SemanticIDsError(f"{path}: unknown item id {raw!r} for {interactions.name}; {fix}") from None
-            except (ValueError, TypeError):
-                raise SemanticIDsError(f"{path}: item {raw!r} has codes {tuple_!r}, expected {levels} integers") from None
         ids = cls(codes, [int(v) for v in sizes], str(payload.get("dataset", "")), fingerprint)
         ids._check(str(path))
         return ids

@@ -161,7 +161,9 @@ class RQVAE(nn.Module):
                 code = sinkhorn_assign(distances, self.sinkhorn_epsilon, self.sinkhorn_iterations)
             else:
                 code = distances.argmin(dim=-1)
-            chosen = codebook[code]
+            # A one-hot matmul, not codebook[code]: the backward of indexing accumulates rows in a
+            # thread-dependent order on CPU, which makes identical runs drift apart.
+            chosen = F.one_hot(code, codebook.shape[0]).to(codebook.dtype) @ codebook
             quantization = quantization + F.mse_loss(chosen, residual.detach()) \
                 + self.beta * F.mse_loss(residual, chosen.detach())
             codes.append(code)

@@ -116,3 +116,12 @@ def test_ml1m_overrides_the_included_recipe(clean_gin):
     parse_gin(["config/rqvae/ml100k_debug.gin"])
     assert gin.query_parameter("experiment.dataset") == "ml-100k" and gin.query_parameter("%CODEBOOK_SIZE") == 64
     assert gin.query_parameter("fit.max_epochs") == 100
+
+
+def test_unknown_collision_strategy_fails_before_training(tmp_path):
+    proc = subprocess.run(TRAINER + ["--run-dir", str(tmp_path / "run"), "--gin",
+                                     "train_rqvae.collision_strategy = 'greedy'"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "unknown train_rqvae.collision_strategy 'greedy'" in proc.stderr and "append_level" in proc.stderr
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written

@@ -27,8 +27,8 @@ import torch
 from genrec.config import run
 from genrec.data import SPLITS, ItemCatalog
 from genrec.semantic_ids import RQVAE, SemanticIDs, embed_texts
-from genrec.semantic_ids.collisions import (codebook_perplexity, codebook_usage, collision_rate, max_collision_group,
-                                            resolve_collisions, shared_field_ratio)
+from genrec.semantic_ids.collisions import (STRATEGIES, codebook_perplexity, codebook_usage, collision_rate,
+                                            max_collision_group, resolve_collisions, shared_field_ratio)
 from genrec.training import ArrayDataset, experiment, fit, seed_everything
 
 SEMANTIC_IDS = "semantic_ids.json"
@@ -82,7 +82,7 @@ def train_rqvae(run_dir: str = "runs/rqvae", seed: int = 2020, collision_strateg
 
     Args:
         run_dir: the run folder.
-        seed: seeds the MLP initialisation, k-means and batch order.
+        seed: seeds the MLP initialisation, dead-code picks and batch order (k-means: ``RQVAE.seed``).
         collision_strategy: ``append_level`` (TIGER) or ``sinkhorn`` (LC-Rec); see
             :mod:`genrec.semantic_ids.collisions`.
         standardize: scale every embedding dimension to zero mean and unit variance over the items
@@ -90,6 +90,9 @@ def train_rqvae(run_dir: str = "runs/rqvae", seed: int = 2020, collision_strateg
         label_field: catalogue field of ", "-separated labels for the semantic check (``genres``
             for MovieLens, ``categories`` for Amazon); ``None`` skips it.
     """
+    if collision_strategy not in STRATEGIES:
+        raise ValueError(f"unknown train_rqvae.collision_strategy {collision_strategy!r}; use one of "
+                         f"{', '.join(STRATEGIES)}")
     seed_everything(seed)
     exp = experiment()
     x = item_vectors(exp.catalog, standardize)

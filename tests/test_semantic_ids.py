@@ -560,3 +560,23 @@ def test_training_is_bitwise_reproducible():
     x = torch.randn(2048, 48, generator=torch.Generator().manual_seed(1))
     first, second = _train_briefly(x), _train_briefly(x)
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_embed_texts_mean_pools_a_causal_lm_without_pad_token(tmp_path):
+    # LC-Rec embeds item text with its LLM: a tiny random Llama whose tokenizer has an eos but no pad token
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = ["<eos>", "<unk>", "toy", "story", "heat", "drama", "comedy"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", unk_token="<unk>").save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(words), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2)
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    texts = ["toy story comedy", "heat drama", "toy story comedy heat drama drama"]
+    vectors = embed_texts(texts, model=str(tmp_path), batch_size=3, cache=False)
+    assert vectors.shape == (3, 16) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    alone = embed_texts(texts[1:2], model=str(tmp_path), cache=False)  # padding in a batch changes nothing
+    assert np.allclose(alone[0], vectors[1], atol=1e-5)

@@ -117,6 +117,7 @@ def _encode(texts: list[str], model: str, batch_size: int, max_length: int, norm
                       "network access.") from err
     if tokenizer.pad_token is None:  # causal LMs often have none; padded positions are masked anyway
         tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"  # real tokens keep positions 0..n-1, as when a text is encoded alone
     order = np.argsort([len(text) for text in texts], kind="stable")
     out = np.empty((len(texts), encoder.config.hidden_size), dtype=np.float32)
     starts = range(0, len(texts), batch_size)

@@ -87,6 +87,8 @@ class Asset:
             raise ValueError(f"asset {self.name!r}: sha256 must be 64 lowercase hex digits")
         if not self.members:
             raise ValueError(f"asset {self.name!r}: no members to extract")
+        if self.kind not in ("dataset", "model"):
+            raise ValueError(f"asset {self.name!r}: kind must be 'dataset' or 'model', got {self.kind!r}")
         for member in self.members:
             relative = member[len(self.strip):]
             if not member.startswith(self.strip) or not relative or ".." in Path(relative).parts:

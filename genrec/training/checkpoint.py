@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 __all__ = ["atomic_write_text", "save_tensors", "load_tensors", "save_checkpoint", "load_checkpoint",
-           "rng_state", "set_rng_state"]
+           "rng_state", "set_rng_state", "trainable_state_dict", "load_trainable_state"]
 
 
 def _tmp_path(path: Path) -> Path:
@@ -122,10 +122,31 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> d
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state that training can change: every entry but frozen parameters (buffers included).
+
+    A frozen parameter keeps the value the model was built with, so a run that rebuilds the model
+    the same way gets it back; leaving it out keeps an LLM fine-tuned with LoRA from writing its
+    whole base model into every checkpoint.
+    """
+    state = model.state_dict(keep_vars=True)
+    return {k: v.detach() for k, v in state.items() if not (isinstance(v, torch.nn.Parameter) and not v.requires_grad)}
+
+
+def load_trainable_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
+    """Loads what :func:`trainable_state_dict` saved; every trainable entry must be present."""
+    expected = set(trainable_state_dict(model))
+    missing, unexpected = expected - set(tensors), set(tensors) - set(model.state_dict())
+    if missing or unexpected:
+        raise ValueError(f"{where} does not match the model: missing {sorted(missing)[:3]}, unexpected "
+                         f"{sorted(unexpected)[:3]}; it was written for another model or config; delete it to start over")
+    model.load_state_dict(tensors, strict=False)
+
+
 def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any, loop_state: dict[str, Any]) -> None:
     """Saves model, optimizer, scheduler, RNG and loop state to one safetensors file, atomically."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v for k, v in trainable_state_dict(model).items()}
     optim_tensors, optim_meta = _split_optimizer(optimizer.state_dict())
     rng_tensors, rng_meta = rng_state()
     tensors.update(optim_tensors)
@@ -138,7 +159,7 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
                     scheduler: Any) -> dict[str, Any]:
     """Restores what :func:`save_checkpoint` saved; returns the loop state."""
     tensors, meta = load_tensors(path)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    load_trainable_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, str(path))
     optimizer.load_state_dict(_join_optimizer({k: v for k, v in tensors.items() if k.startswith("optim.")},
                                               meta["optimizer"]))
     scheduler.load_state_dict(meta["scheduler"])

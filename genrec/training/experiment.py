@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from genrec.data import ItemCatalog, Interactions, Split, load_dataset
+from genrec.data.splits import EvalSet
 from genrec.evaluation import Evaluator
 
 __all__ = ["Experiment", "experiment"]
@@ -65,6 +66,7 @@ def experiment(
     eval_batch_size: int = 256,
     num_negatives: int = 100,
     negatives_seed: int = 0,
+    eval_rows: int | None = None,
 ) -> Experiment:
     """Loads a dataset, splits it and builds the evaluators.
 
@@ -82,11 +84,15 @@ def experiment(
         eval_batch_size: users per evaluation batch.
         num_negatives: sampled negatives per user for the ``sampled`` protocol.
         negatives_seed: seed of the sampled negatives (fixed so every model sees the same ones).
+        eval_rows: evaluate valid and test on a fixed random sample of this many rows each (seeded
+            by ``negatives_seed``; ``metrics.json`` records it); ``None``: every row. For models
+            whose evaluation is costly (LC-Rec's beam search on a CPU) in debug runs; numbers from a
+            sample are not comparable with full-set numbers.
     """
     interactions, catalog = load_dataset(dataset, min_rating=min_rating, k_core=k_core)
     data_split = interactions.split(split, max_history=max_history)
     evaluators = {
-        which: Evaluator(getattr(data_split, which), interactions.num_items, protocol=protocol,
+        which: Evaluator(_sample_rows(getattr(data_split, which), eval_rows, negatives_seed), interactions.num_items, protocol=protocol,
                          mask_history=mask_history, batch_size=eval_batch_size, num_negatives=num_negatives,
                          seed=negatives_seed)
         for which in ("valid", "test")
@@ -94,4 +100,16 @@ def experiment(
     info = {"dataset": dataset, "split": split, "protocol": protocol, "mask_history": mask_history,
             "fingerprint": interactions.fingerprint(), "num_users": interactions.num_users,
             "num_items": interactions.num_items}
+    if eval_rows is not None:
+        info["eval_rows"] = {which: len(evaluator) for which, evaluator in evaluators.items()}
     return Experiment(interactions, catalog, data_split, evaluators, info)
+
+
+def _sample_rows(eval_set: EvalSet, rows: int | None, seed: int) -> EvalSet:
+    """``eval_set`` itself, or a fixed random sample of ``rows`` of its rows (in their original order)."""
+    if rows is None or rows >= len(eval_set):
+        return eval_set
+    if rows < 1:
+        raise ValueError(f"experiment.eval_rows must be >= 1 or None, got {rows}")
+    keep = np.sort(np.random.default_rng(seed).choice(len(eval_set), rows, replace=False))
+    return EvalSet(eval_set.users[keep], [eval_set.histories[i] for i in keep], eval_set.targets[keep])

@@ -11,6 +11,9 @@ A run is a folder::
     log.jsonl             one JSON object per logged step and per evaluation
     checkpoint.safetensors  the last complete state (model, optimizer, scheduler, RNG, loop state)
     best.safetensors      the weights with the best validation metric
+
+Both hold every model entry except frozen parameters (:func:`trainable_state_dict`): those keep
+the values the model is built with, so an LLM trained with LoRA does not rewrite its base model.
     metrics.json          dataset, split, protocol, seed, fingerprint, valid, test, timings, memory
 
 Resuming: running the same command on the same folder after an interruption (even ``kill -9``)
@@ -50,8 +53,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from genrec.config import check_all_bindings_used
-from genrec.training.checkpoint import (atomic_write_text, load_checkpoint, load_tensors, save_checkpoint,
-                                        save_tensors)
+from genrec.training.checkpoint import (atomic_write_text, load_checkpoint, load_tensors, load_trainable_state,
+                                        save_checkpoint, save_tensors, trainable_state_dict)
 
 __all__ = ["fit", "lr_lambda", "peak_memory", "seed_everything"]
 
@@ -243,7 +246,7 @@ def fit(
         if improved:
             state.update(best=value, best_step=state["step"], best_epoch=state["epoch"], bad_evals=0, best_valid=metrics)
             if main:
-                save_tensors(run_dir / "best.safetensors", accelerator.unwrap_model(wrapped).state_dict(),
+                save_tensors(run_dir / "best.safetensors", trainable_state_dict(accelerator.unwrap_model(wrapped)),
                              {"step": state["step"]})
         else:
             state["bad_evals"] += 1
@@ -304,7 +307,7 @@ def fit(
     bar.close()
 
     best, _ = load_tensors(run_dir / "best.safetensors")
-    accelerator.unwrap_model(wrapped).load_state_dict(best)
+    load_trainable_state(accelerator.unwrap_model(wrapped), best, str(run_dir / "best.safetensors"))
     t0 = time.perf_counter()
     test = _evaluate(evaluate, wrapped, "test", accelerator)
     test_seconds = time.perf_counter() - t0

@@ -185,6 +185,8 @@ def test_registered_assets_are_consistent():
         assert asset.name == name
         if asset.kind == "dataset":
             assert all(file.startswith(name + ".") for file in asset.files)
+        elif asset.kind == "gguf":  # one quantised checkpoint, converted on first use
+            assert len(asset.files) == 1 and asset.files[0].endswith(".gguf")
         else:  # a folder that from_pretrained loads
             assert {"config.json", "tokenizer.json"} <= set(asset.files)
 

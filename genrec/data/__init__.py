@@ -13,13 +13,15 @@ numbered 1..N in order of first appearance in the interaction file after filteri
 padding), users 0..U-1 likewise. See :mod:`genrec.data.datasets` for names and schemes,
 :mod:`genrec.data.readers` for the file formats, :mod:`genrec.data.splits` for the splits.
 ``python -m genrec.data stats ml-100k`` prints summary statistics.
+:mod:`genrec.data.mind` reads MIND news and impressions (:func:`read_mind`).
 """
 
 from genrec.data.catalog import ItemCatalog
 from genrec.data.datasets import DATASETS, SCHEMES, load_dataset
 from genrec.data.interactions import Interactions
+from genrec.data.mind import MindBehaviors, MindNews, read_mind
 from genrec.data.readers import DatasetFileError
 from genrec.data.splits import SPLITS, EvalSet, Split
 
-__all__ = ["DATASETS", "SCHEMES", "SPLITS", "DatasetFileError", "EvalSet", "Interactions", "ItemCatalog", "Split",
-           "load_dataset"]
+__all__ = ["DATASETS", "SCHEMES", "SPLITS", "DatasetFileError", "EvalSet", "Interactions", "ItemCatalog",
+           "MindBehaviors", "MindNews", "Split", "load_dataset", "read_mind"]

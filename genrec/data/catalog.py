@@ -9,6 +9,8 @@ one line per item for text encoders and prompts:
 The title comes first (with the year in parentheses when there is a ``year`` field), then every
 other non-empty field in insertion order, labelled with its name (``genres`` -> ``Genres``). An
 item whose fields are all empty is rendered as its raw id, so a text is never empty.
+:meth:`ItemCatalog.with_field` adds a field from a raw id -> text mapping (e.g. the LLM-written
+descriptions of :mod:`genrec.augment`).
 
 The cleaning helpers fix what the raw data gets wrong: MovieLens moves leading articles to the
 end (``"Butcher Boy, The"``), Amazon descriptions carry HTML entities and runs of whitespace.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 PAD = "[PAD]"
@@ -66,6 +69,23 @@ class ItemCatalog:
         if not parts:
             return self.item_ids[item]
         return " ".join(part if part[-1] in ".!?" else part + "." for part in parts)
+
+    def with_field(self, name: str, values: Mapping[str, str]) -> ItemCatalog:
+        """A copy with field ``name`` set from raw item id -> text (``""`` for ids not in ``values``).
+
+        A new field is rendered last by :meth:`text`; an existing one is replaced in place. E.g.
+        ``catalog.with_field("description", {"1": "A toy cowboy ..."})`` adds
+        ``"Description: A toy cowboy ..."`` to item ``"1"``'s text.
+
+        Raises:
+            ValueError: if ``values`` names ids that are not items of the catalogue.
+        """
+        unknown = values.keys() - set(self.item_ids[1:])
+        if unknown:
+            raise ValueError(f"field {name!r} has values for {len(unknown)} ids that are not catalogue items "
+                             f"(e.g. {sorted(unknown)[:3]})")
+        column = [""] + [values.get(item, "") for item in self.item_ids[1:]]
+        return ItemCatalog(list(self.item_ids), {**self.fields, name: column})
 
     def texts(self) -> list[str]:
         """Texts of items 1..N; entry ``i - 1`` describes item ``i``."""

@@ -370,11 +370,17 @@ def main(argv: Sequence[str] | None = None) -> AugmentStats:
     parser.add_argument("--max-new-tokens", type=int, default=64, help="longest description in tokens (default 64)")
     parser.add_argument("--noun", default=None, help="what an item is, for the prompt (default: movie for MovieLens, "
                         "else item)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice); on a "
+                        "CPU shared with other jobs, 1 avoids OpenMP oversubscription, which can slow decoding 5x")
     parser.add_argument("--root", default=None, help="data dir (default: genrec.assets.data_dir())")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit must be >= 1, got {args.limit}")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     _, catalog = load_dataset(args.dataset, root=args.root)
     noun = args.noun or NOUNS.get(args.dataset, "item")
     path = cache_path(args.dataset, args.model, noun=noun, max_new_tokens=args.max_new_tokens, root=args.root)
@@ -386,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> AugmentStats:
     records = load_descriptions(path)
     for item in items[:3]:
         record = records.get(catalog.item_ids[item], {})
-        print(f"  {catalog.text(item)} -> {record.get('description')!r}")
+        print(f"  {catalog.text(item)} -> {record.get('description') or '(no description)'}")
     return stats
 
 

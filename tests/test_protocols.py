@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from genrec.evaluation import Evaluator, compute_metrics, sample_negatives
+from genrec.evaluation import Evaluator, compute_metrics, evaluate_together, sample_negatives
 
 
 @dataclass
@@ -203,6 +203,25 @@ def test_score_fn_runs_under_inference_mode():
     assert modes == [True, True, True]
 
 
+def test_evaluate_together_scores_once_and_matches_separate_evaluators():
+    eval_set = random_eval_set(23, num_items=40)
+    table = torch.randint(0, 6, (23, 41), generator=torch.Generator().manual_seed(1)).float()
+    calls = []
+
+    def score_fn(users, histories):
+        calls.append(len(users))
+        return table[torch.as_tensor(users)]
+
+    full = Evaluator(eval_set, 40, batch_size=5, mask_history=True)
+    sampled = Evaluator(eval_set, 40, protocol="sampled", num_negatives=10, batch_size=5)
+    together = evaluate_together({"full": full, "sampled": sampled}, score_fn)
+    assert calls == [5, 5, 5, 5, 3]  # each batch scored once for both protocols
+    assert together == {"full": full(score_fn), "sampled": sampled(score_fn)}
+    other_rows = Evaluator(random_eval_set(23, num_items=40, seed=2), 40, batch_size=5)
+    with pytest.raises(ValueError, match="same rows"):
+        evaluate_together({"full": full, "other": other_rows}, score_fn)
+
+
 # --- distributed ------------------------------------------------------------------------------
 
 DIST_ITEMS, DIST_ROWS = 30, 37  # 37 rows: the two processes hold 19 and 18 rows, so padding is exercised
@@ -222,6 +241,7 @@ def _dist_evaluations(accelerator=None) -> dict:
         "full": full(score_fn, accelerator),
         "sampled": sampled(score_fn, accelerator),
         "ranked": full.evaluate_ranked(lambda users, histories: top[users], accelerator),
+        "together": evaluate_together({"full": full, "sampled": sampled}, score_fn, accelerator),
     }
 
 

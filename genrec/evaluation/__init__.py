@@ -21,7 +21,18 @@ ranks every target last).
 Metrics (:func:`compute_metrics`): Recall@K, NDCG@K and MRR@K for K in :data:`KS`, averaged over
 rows. With one target per row, Recall@K equals Hit Ratio@K (HR@K), so only ``recall@k`` is
 reported.
+
+One model under several protocols at once (:func:`evaluate_together`): each batch is scored once
+and ranked by every evaluator of the same rows, e.g. full ranking and sampled side by side.
 """
+from genrec.evaluation.impressions import (
+    IMPRESSION_KS,
+    evaluate_impressions,
+    impression_auc,
+    impression_mrr,
+    impression_ndcg,
+    user_gauc,
+)
 from genrec.evaluation.metrics import (
     KS,
     NOT_RANKED,
@@ -32,17 +43,24 @@ from genrec.evaluation.metrics import (
     ranks_from_scores,
     recall_at_k,
 )
-from genrec.evaluation.protocols import Evaluator, sample_negatives
+from genrec.evaluation.protocols import Evaluator, evaluate_together, sample_negatives
 
 __all__ = [
+    "IMPRESSION_KS",
     "KS",
     "NOT_RANKED",
     "Evaluator",
     "compute_metrics",
+    "evaluate_impressions",
+    "evaluate_together",
+    "impression_auc",
+    "impression_mrr",
+    "impression_ndcg",
     "mrr_at_k",
     "ndcg_at_k",
     "ranks_from_ranked_lists",
     "ranks_from_scores",
     "recall_at_k",
     "sample_negatives",
+    "user_gauc",
 ]

@@ -12,7 +12,7 @@ Shapes: B rows, b rows in a batch, N items (indices 1..N, 0 is padding), K list 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -208,7 +208,10 @@ class Evaluator:
         return compute_metrics(ranks, self.ks)
 
     def _rank_scores(self, score_fn: ScoreFn, rows: np.ndarray) -> torch.Tensor:
-        scores = score_fn(self.users[rows], [self.histories[row] for row in rows])
+        return self._ranks_of(score_fn(self.users[rows], [self.histories[row] for row in rows]), rows)
+
+    def _ranks_of(self, scores: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        """Ranks of the targets of ``rows`` under this protocol, given their scores [b, N + 1]."""
         if tuple(scores.shape) != (len(rows), self.num_items + 1):
             raise ValueError(
                 f"score_fn must return scores of shape [batch, num_items + 1] = "
@@ -259,9 +262,10 @@ class Evaluator:
         that ``accelerator.gather`` sees equal shapes, and the padding is dropped afterwards.
         """
         per_process = -(-len(self) // accelerator.num_processes)
-        pairs = torch.full((per_process, 2), -1, dtype=torch.long)
+        columns = ranks[:, None] if ranks.ndim == 1 else ranks  # [b, 1] or [b, E] (see evaluate_together)
+        pairs = torch.full((per_process, 1 + columns.shape[1]), -1, dtype=torch.long)
         pairs[: len(rows), 0] = rows
-        pairs[: len(rows), 1] = ranks
+        pairs[: len(rows), 1:] = columns
         pairs = accelerator.gather(pairs.to(accelerator.device)).cpu()
         pairs = pairs[pairs[:, 0] >= 0]
         order = pairs[:, 0].argsort()
@@ -270,7 +274,45 @@ class Evaluator:
                 f"gathered ranks do not cover rows 0..{len(self) - 1} exactly once; every process "
                 "must evaluate the same evaluation set"
             )
-        return pairs[order, 1].numpy()
+        ranked = pairs[order, 1:]
+        return (ranked[:, 0] if ranks.ndim == 1 else ranked).numpy()
+
+
+def evaluate_together(evaluators: Mapping[str, Evaluator], score_fn: ScoreFn,
+                      accelerator=None) -> dict[str, dict[str, float]]:
+    """Metrics of one score function under several evaluators of the same rows, scoring each batch once.
+
+    For reporting one model under several protocols side by side (e.g. ``full`` and ``sampled``)
+    without running the model twice: each batch of rows is scored once and ranked by every
+    evaluator. The evaluators must hold the same rows (users, targets, history lengths) and batch
+    size; the results equal calling each evaluator on its own.
+
+    Args:
+        evaluators: name -> :class:`Evaluator`; at least one.
+        score_fn: as in :meth:`Evaluator.__call__`.
+        accelerator: as in :meth:`Evaluator.__call__`.
+
+    Returns:
+        name -> :func:`compute_metrics` of that evaluator's ranks (with its own ``ks``).
+    """
+    if not evaluators:
+        raise ValueError("evaluate_together needs at least one evaluator")
+    names, group = list(evaluators), list(evaluators.values())
+    first = group[0]
+    for name, other in zip(names[1:], group[1:]):
+        same = (len(other) == len(first) and other.batch_size == first.batch_size
+                and np.array_equal(other.users, first.users) and np.array_equal(other.targets, first.targets)
+                and all(len(a) == len(b) for a, b in zip(other.histories, first.histories)))
+        if not same:
+            raise ValueError(f"evaluator {name!r} does not hold the same rows and batch size as {names[0]!r}; "
+                             "evaluate_together needs evaluators built from one evaluation set")
+
+    def rank_rows(rows: np.ndarray) -> torch.Tensor:
+        scores = score_fn(first.users[rows], [first.histories[row] for row in rows])
+        return torch.stack([evaluator._ranks_of(scores, rows) for evaluator in group], dim=1)  # [b, E]
+
+    ranks = first._collect_ranks(rank_rows, accelerator)
+    return {name: compute_metrics(ranks[:, e], evaluator.ks) for e, (name, evaluator) in enumerate(evaluators.items())}
 
 
 def _process_layout(accelerator) -> tuple[int, int]:

@@ -4,14 +4,24 @@ Every trainer calls :func:`experiment` with no arguments; gin binds what differs
 
     experiment.dataset = "ml-100k"
     experiment.protocol = "full"        # or "sampled" (1 positive + 100 sampled negatives)
+    experiment.extra_protocols = ["sampled"]   # also report these, side by side (score-based models)
 
 ``--split NAME`` on the command line binds ``experiment.split``. The returned :class:`Experiment`
 holds the loaded data, the split, one evaluator per evaluation set, and the ``info`` that
 ``metrics.json`` records (dataset, split, protocol, fingerprint, masking).
+
+Extra protocols: with ``experiment.extra_protocols = ["sampled"]``, the evaluate function that
+:meth:`Experiment.evaluate_scores` builds scores each batch once and ranks it under the main protocol
+and every extra one (:func:`genrec.evaluation.evaluate_together`), so ``metrics.json`` holds both
+side by side: ``test.ndcg@10`` (main) and ``test.sampled.hit@10``, ``test.sampled.ndcg@10`` ...
+(nested under the protocol's name). A sampled block names Recall@K ``hit@k``: with one target among
+1 + 100 candidates it is the Hit Ratio that papers using that protocol report. Model selection
+(``fit.metric``) stays on the main protocol.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -21,7 +31,8 @@ import torch
 
 from genrec.data import ItemCatalog, Interactions, Split, load_dataset
 from genrec.data.splits import EvalSet
-from genrec.evaluation import Evaluator
+from genrec.evaluation import Evaluator, evaluate_together
+from genrec.evaluation.protocols import PROTOCOLS
 
 __all__ = ["Experiment", "experiment"]
 
@@ -30,13 +41,17 @@ ScoreFn = Callable[[np.ndarray, list[np.ndarray]], torch.Tensor]
 
 @dataclass
 class Experiment:
-    """Loaded data, its split and the evaluators for ``valid`` and ``test``."""
+    """Loaded data, its split and the evaluators for ``valid`` and ``test``.
+
+    ``extra_evaluators`` maps each extra protocol to its ``valid`` and ``test`` evaluators (same rows).
+    """
 
     interactions: Interactions
     catalog: ItemCatalog
     split: Split
     evaluators: dict[str, Evaluator]
     info: dict[str, Any] = field(default_factory=dict)
+    extra_evaluators: dict[str, dict[str, Evaluator]] = field(default_factory=dict)
 
     @property
     def num_items(self) -> int:
@@ -47,9 +62,22 @@ class Experiment:
 
         Args:
             score: ``score(model, users, histories) -> [b, N+1]`` scores of every item.
+
+        Returns:
+            ``evaluate`` whose metrics are the main protocol's, plus one nested dict per extra
+            protocol (see the module docstring).
         """
         def evaluate(model, which, accelerator):
-            return self.evaluators[which](lambda users, histories: score(model, users, histories), accelerator)
+            score_fn = lambda users, histories: score(model, users, histories)  # noqa: E731
+            if not self.extra_evaluators:
+                return self.evaluators[which](score_fn, accelerator)
+            group = {"": self.evaluators[which], **{name: evaluators[which]
+                                                    for name, evaluators in self.extra_evaluators.items()}}
+            results = evaluate_together(group, score_fn, accelerator)
+            metrics = results.pop("")
+            for name, extra in results.items():
+                metrics[name] = _protocol_names(name, extra)
+            return metrics
 
         return evaluate
 
@@ -67,6 +95,7 @@ def experiment(
     num_negatives: int = 100,
     negatives_seed: int = 0,
     eval_rows: int | None = None,
+    extra_protocols: Sequence[str] = (),
 ) -> Experiment:
     """Loads a dataset, splits it and builds the evaluators.
 
@@ -88,21 +117,42 @@ def experiment(
             by ``negatives_seed``; ``metrics.json`` records it); ``None``: every row. For models
             whose evaluation is costly (LC-Rec's beam search on a CPU) in debug runs; numbers from a
             sample are not comparable with full-set numbers.
+        extra_protocols: protocols also reported, side by side with ``protocol``, by
+            :meth:`Experiment.evaluate_scores` (e.g. ``["sampled"]``); the same rows, negatives and
+            masking. Models evaluated from ranked lists (``evaluate_ranked``) ignore them.
     """
+    extra_protocols = list(extra_protocols)
+    for name in extra_protocols:
+        if name not in PROTOCOLS or name == protocol or extra_protocols.count(name) > 1:
+            raise ValueError(f"experiment.extra_protocols = {extra_protocols!r}: each must be one of "
+                             f"{', '.join(PROTOCOLS)}, listed once, other than experiment.protocol ({protocol!r})")
     interactions, catalog = load_dataset(dataset, min_rating=min_rating, k_core=k_core)
     data_split = interactions.split(split, max_history=max_history)
-    evaluators = {
-        which: Evaluator(_sample_rows(getattr(data_split, which), eval_rows, negatives_seed), interactions.num_items, protocol=protocol,
-                         mask_history=mask_history, batch_size=eval_batch_size, num_negatives=num_negatives,
-                         seed=negatives_seed)
-        for which in ("valid", "test")
-    }
+    rows = {which: _sample_rows(getattr(data_split, which), eval_rows, negatives_seed) for which in ("valid", "test")}
+
+    def evaluators_for(name: str) -> dict[str, Evaluator]:
+        return {which: Evaluator(rows[which], interactions.num_items, protocol=name, mask_history=mask_history,
+                                 batch_size=eval_batch_size, num_negatives=num_negatives, seed=negatives_seed)
+                for which in ("valid", "test")}
+
+    evaluators = evaluators_for(protocol)
+    extra_evaluators = {name: evaluators_for(name) for name in extra_protocols}
     info = {"dataset": dataset, "split": split, "protocol": protocol, "mask_history": mask_history,
             "fingerprint": interactions.fingerprint(), "num_users": interactions.num_users,
             "num_items": interactions.num_items}
+    if extra_protocols:
+        info["extra_protocols"] = extra_protocols
     if eval_rows is not None:
         info["eval_rows"] = {which: len(evaluator) for which, evaluator in evaluators.items()}
-    return Experiment(interactions, catalog, data_split, evaluators, info)
+    return Experiment(interactions, catalog, data_split, evaluators, info, extra_evaluators)
+
+
+def _protocol_names(protocol: str, metrics: dict[str, float]) -> dict[str, float]:
+    """An extra protocol's metrics as reported: a sampled block calls Recall@K (one target) ``hit@k``."""
+    if protocol != "sampled":
+        return metrics
+    return {("hit@" + key[len("recall@"):] if key.startswith("recall@") else key): value
+            for key, value in metrics.items()}
 
 
 def _sample_rows(eval_set: EvalSet, rows: int | None, seed: int) -> EvalSet:

@@ -1,0 +1,189 @@
+"""CLLM4Rec-style soft tokens: windows, gradients, losses, architectures, serving, save/load, the trainer.
+
+Tiny randomly initialised LLMs (llama = SmolLM2's architecture, gpt2, qwen2) with SmolLM2's real
+tokenizer stand in for the backbone, so every test runs the real HF models, peft and faiss in seconds.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import gin
+import numpy as np
+import pytest
+import torch
+
+from genrec.data import load_dataset
+from genrec.llm import tiny_causal_lm
+from genrec.models.cllm4rec import CLLM4Rec, UserSequenceWindows
+from genrec.training import experiment, fit
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_llms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cllm4rec-llms")
+    return {arch: str(tiny_causal_lm(root / arch, arch, seed=1)) for arch in ("llama", "gpt2", "qwen2")}
+
+
+@pytest.fixture(scope="session")
+def ml100k():
+    interactions, _ = load_dataset("ml-100k")
+    return interactions
+
+
+def build(path, num_users=6, num_items=40, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    kwargs = {"d_rec": 16, "max_len": 8, "user_dropout": 0.0, **kwargs}
+    return CLLM4Rec(num_users=num_users, num_items=num_items, pretrained_path=path, **kwargs)
+
+
+SEQUENCES = [np.arange(1, 15), np.array([3, 4, 5]), np.array([7]), np.arange(20, 31), np.array([2, 9, 8, 2]),
+             np.array([40, 39])]
+
+
+def batch_of(windows):
+    return {k: torch.stack([windows[i][k] for i in range(len(windows))]) for k in ("users", "items", "labels")}
+
+
+@pytest.fixture(scope="session")
+def served(tiny_llms):
+    """A frozen-backbone model with raw ids and stored histories."""
+    model = build(tiny_llms["llama"]).eval()
+    model.set_ids([f"u{u}" for u in range(6)], ["[PAD]"] + [f"i{i}" for i in range(1, 41)])
+    model.set_histories(SEQUENCES)
+    return model
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+def test_windows_prefix_the_user_and_label_each_item_once():
+    windows = UserSequenceWindows([np.array([1, 2, 3, 4, 5, 6, 7]), np.array([9])], max_len=3)
+    rows = [(int(w["users"]), w["items"].tolist(), w["labels"].tolist()) for w in windows]
+    # user 0 (7 items), max_len 3, stride 3: windows end at 7, 4, 1 (latest first)
+    assert rows == [
+        (0, [4, 5, 6], [-100, 5, 6, 7]),  # [u0, 4, 5, 6] -> 4, 5, 6, 7; 4 belongs to the next window
+        (0, [1, 2, 3], [-100, 2, 3, 4]),  # [u0, 1, 2, 3] -> 1, 2, 3, 4; 1 belongs to the earliest window
+        (0, [0, 0, 0], [1, -100, -100, -100]),  # [u0] -> 1: the first item from the user alone
+        (1, [0, 0, 0], [9, -100, -100, -100]),
+    ]
+    labels = torch.stack([w["labels"] for w in windows])
+    assert sorted(labels[labels > 0].tolist()) == [1, 2, 3, 4, 5, 6, 7, 9]  # every item a target once
+    with pytest.raises(ValueError, match="stride"):
+        UserSequenceWindows([np.arange(1, 5)], max_len=3, stride=4)
+
+
+# --- training signal ---------------------------------------------------------------------------
+
+
+def test_frozen_llm_gets_no_gradient_but_tables_and_projections_do(tiny_llms):
+    model = build(tiny_llms["llama"], bpr_context_weight=1.0, bpr_user_weight=1.0)
+    _, loss = model(**batch_of(UserSequenceWindows(SEQUENCES, 8)))
+    loss.backward()
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"user_emb.weight", "item_emb.weight", "in_proj.weight", "in_proj.bias", "out_proj.weight",
+                         "out_proj.bias"}
+    for name in trainable:
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in model.llm.parameters())
+
+
+@pytest.mark.parametrize("tuning", ["lora", "full"])
+def test_lora_and_full_tuning_train_the_llm_but_never_its_word_embeddings(tiny_llms, tuning):
+    model = build(tiny_llms["llama"], tuning=tuning)
+    _, loss = model(**batch_of(UserSequenceWindows(SEQUENCES, 8)))
+    loss.backward()
+    llm = {name: p for name, p in model.llm.named_parameters() if p.requires_grad}
+    assert llm and all(p.grad is not None for p in llm.values())
+    assert not model.llm.get_input_embeddings().weight.requires_grad
+    if tuning == "lora":
+        assert all("lora_" in name for name in llm)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
+def test_other_architectures_train_and_score(tiny_llms, arch):
+    model = build(tiny_llms[arch], tuning="lora")
+    _, loss = model(**batch_of(UserSequenceWindows(SEQUENCES, 8)))
+    loss.backward()
+    assert torch.isfinite(loss) and model.in_proj.weight.grad.abs().sum() > 0
+    scores = model.eval().score(np.array([0, 3]), [np.array([1, 2]), np.array([], dtype=np.int64)])
+    assert scores.shape == (2, 41) and torch.isinf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
+
+
+def test_each_bpr_part_adds_its_weighted_term(tiny_llms):
+    model = build(tiny_llms["llama"], l2_weight=0.0).eval()  # eval: no dropout, same forward every call
+    batch = batch_of(UserSequenceWindows(SEQUENCES, 8))
+
+    def loss_with(**weights):
+        model.settings.update({"bpr_context_weight": 0.0, "bpr_user_weight": 0.0, **weights})
+        torch.manual_seed(5)  # the same negatives in every call
+        return float(model(**batch)[1])
+
+    ce = loss_with()
+    context, context2 = loss_with(bpr_context_weight=1.0), loss_with(bpr_context_weight=2.0)
+    user, user2 = loss_with(bpr_user_weight=1.0), loss_with(bpr_user_weight=2.0)
+    both = loss_with(bpr_context_weight=1.0, bpr_user_weight=1.0)
+    assert context > ce and user > ce  # each part is a positive BPR term (about log 2 at initialisation)
+    assert context2 - ce == pytest.approx(2 * (context - ce), rel=1e-4)
+    assert user2 - ce == pytest.approx(2 * (user - ce), rel=1e-4)
+    assert both - ce == pytest.approx((context - ce) + (user - ce), rel=1e-4)  # the two parts are summed
+    # each part equals its formula: -log sigmoid(<q, e_pos> - <q, e_neg>) averaged over positions and negatives
+    with torch.no_grad():
+        states, _ = model(batch["users"], batch["items"])
+        keep = batch["labels"] != -100
+        target = batch["labels"][keep]
+        torch.manual_seed(5)
+        negatives = (target[:, None] - 1 + torch.randint(1, 40, (len(target), 30))) % 40 + 1
+        assert (negatives != target[:, None]).all() and negatives.min() >= 1 and negatives.max() <= 40
+        items = model.item_emb.weight
+
+        def bpr(query):
+            margin = (query * items[target]).sum(-1, keepdim=True) - (query[:, None] * items[negatives]).sum(-1)
+            return float(-torch.nn.functional.logsigmoid(margin).mean())
+
+        users = model.user_emb.weight[(batch["users"] + 1)[:, None].expand_as(keep)[keep]]
+    assert context - ce == pytest.approx(bpr(states[keep]), rel=1e-4)
+    assert user - ce == pytest.approx(bpr(users), rel=1e-4)
+    model.settings["l2_weight"] = 1e-3
+    l2 = 1e-3 * float(model.user_emb.weight.square().sum() + model.item_emb.weight.square().sum())
+    assert loss_with() == pytest.approx(ce + l2, rel=1e-5)
+
+
+def test_loss_falls_on_a_tiny_real_subset(tiny_llms, ml100k, tmp_path):
+    """The shared loop on 60 real ml-100k users: the logged training loss falls."""
+    sequences = ml100k.sequences[:60]
+    num_items = int(max(s.max() for s in sequences))
+    gin.clear_config()
+    model = build(tiny_llms["llama"], num_users=60, num_items=num_items, d_rec=32, max_len=16)
+    windows = UserSequenceWindows(sequences, 16)
+
+    def evaluate(model, which, accelerator):
+        return {"ndcg@10": 0.0}
+
+    fit(model, windows, evaluate, run_dir=tmp_path, info={}, seed=0, max_epochs=1000, max_steps=60, batch_size=16,
+        learning_rate=3e-3, log_every_steps=10, patience=None, eval_every_epochs=1000)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "log.jsonl").read_text().splitlines()
+              if "loss" in json.loads(line)]
+    assert len(losses) == 6 and losses[-1] < losses[0] - 0.5, losses
+
+
+def test_random_scores_give_chance_level_sampled_hit_rate():
+    """Metric sanity on the real protocol: 1 target among 101 candidates, random scores -> Hit@10 ~ 10/101."""
+    gin.clear_config()
+    exp = experiment(extra_protocols=["sampled"])
+    generator = torch.Generator().manual_seed(0)
+    evaluate = exp.evaluate_scores(lambda m, users, histories: torch.rand(len(users), exp.num_items + 1,
+                                                                          generator=generator))
+    metrics = evaluate(None, "test", None)
+    sampled = metrics["sampled"]
+    assert len(exp.evaluators["test"]) == 943
+    # 943 users: the standard error of a rate near 0.1 is ~0.01
+    assert abs(sampled["hit@10"] - 10 / 101) < 0.03 and abs(sampled["hit@1"] - 1 / 101) < 0.01
+    assert abs(sampled["hit@20"] - 20 / 101) < 0.04
+    assert metrics["recall@10"] < 0.03  # full ranking: 10 / 1682 expected
+    with pytest.raises(ValueError, match="extra_protocols"):
+        experiment(extra_protocols=["full"])

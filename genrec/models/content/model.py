@@ -1,0 +1,268 @@
+"""ContentRecommender: content operator x behavior operator x click predictor, trained end to end.
+
+Legommenders (Liu et al., WWW 2025, arXiv 2412.15973) composes a recommender from three parts chosen
+by name: a content operator (item text -> item vector), a behavior operator (history of item
+vectors -> user vector) and a click predictor (user, item -> score). Gradients reach the text
+encoder, so it learns from behaviour. Parts are chosen in gin by ``@`` reference or by registry
+name (:data:`CONTENT_OPERATORS`, :data:`BEHAVIOR_OPERATORS`, :data:`PREDICTORS`)::
+
+    ContentRecommender.item_encoder = @AttentionContent      # or "attention"
+    ContentRecommender.user_encoder = @TransformerBehavior   # or "transformer"
+    ContentRecommender.predictor = @DotPredictor             # or "dot"
+
+**Training** (``forward``): each example is a history (the ``max_history`` most recent items before
+a target, right-padded) and its target. ``num_negatives`` K items are drawn uniformly per example
+(redrawn if equal to the target). Every distinct item in the batch is encoded once. Losses:
+``softmax`` (the positive against its K negatives, cross-entropy; Legommenders' "matching" mode) or
+``bce`` (pointwise binary cross-entropy, positive 1 and each negative 0; its "ranking" mode).
+
+**Evaluation cache** (``score`` with ``eval_cache = True``): the first call after the weights change
+encodes every item once, batched, under ``torch.no_grad`` in eval mode -> a table [N + 1, D]; user
+vectors come from that table, and every item is scored from it. The table is keyed by the version
+counter, identity and storage of every parameter and buffer: an optimizer step, ``load_state_dict``
+or any in-place update bumps a counter, so the table is never stale. It is also dropped whenever
+the model enters training mode. Writing through ``.data`` bypasses version counters; call
+:meth:`invalidate_cache` after such a write. With ``eval_cache = False`` every batch of users
+re-encodes its users' history items (no sharing between users) and the whole catalogue as
+candidates, and a language-model operator recomputes its frozen layers: a naive implementation.
+
+Shapes: B batch, H history length, K negatives, C candidates, N items, D width.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable
+
+import gin
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genrec.models.content.behavior_ops import (AdditiveBehavior, BehaviorOperator, FastformerBehavior, GRUBehavior,
+                                                MeanBehavior, TransformerBehavior)
+from genrec.models.content.content_ops import AttentionContent, CNNContent, ContentOperator, FastformerContent
+from genrec.models.content.lm import PretrainedLMContent
+from genrec.models.content.predictors import DCNPredictor, DeepFMPredictor, DINPredictor, DotPredictor, Predictor
+from genrec.training.arrays import ArrayDataset
+
+__all__ = ["BEHAVIOR_OPERATORS", "CONTENT_OPERATORS", "ContentRecommender", "PREDICTORS", "history_examples",
+           "resolve_operator"]
+
+CONTENT_OPERATORS: dict[str, type] = {"cnn": CNNContent, "attention": AttentionContent,
+                                      "fastformer": FastformerContent, "lm": PretrainedLMContent}
+"""Content operator name -> class (built as ``cls(texts=..., dim=D)``)."""
+
+BEHAVIOR_OPERATORS: dict[str, type] = {"additive": AdditiveBehavior, "gru": GRUBehavior,
+                                       "transformer": TransformerBehavior, "fastformer": FastformerBehavior,
+                                       "mean": MeanBehavior}
+"""Behavior operator name -> class (built as ``cls(dim=D)``)."""
+
+PREDICTORS: dict[str, type] = {"dot": DotPredictor, "dcn": DCNPredictor, "deepfm": DeepFMPredictor,
+                               "din": DINPredictor}
+"""Click predictor name -> class (built as ``cls(dim=D)``)."""
+
+_KINDS = {"item_encoder": (CONTENT_OPERATORS, ContentOperator), "user_encoder": (BEHAVIOR_OPERATORS, BehaviorOperator),
+          "predictor": (PREDICTORS, Predictor)}
+
+
+def resolve_operator(kind: str, spec: str | Callable) -> Callable:
+    """The class (or gin-configured factory) for ``ContentRecommender.<kind>``, by name or ``@`` reference.
+
+    Raises:
+        ValueError: an unknown name; the message lists the known ones.
+    """
+    registry, _ = _KINDS[kind]
+    if isinstance(spec, str):
+        if spec.lower() not in registry:
+            raise ValueError(f"unknown ContentRecommender.{kind} {spec!r}; known names: {', '.join(registry)} "
+                             f"(or an @ reference such as @{next(iter(registry.values())).__name__})")
+        return registry[spec.lower()]
+    if not callable(spec):
+        raise ValueError(f"ContentRecommender.{kind} must be a name ({', '.join(registry)}) or an @ reference, "
+                         f"got {spec!r}")
+    return spec
+
+
+def history_examples(sequences: list[np.ndarray], max_history: int) -> ArrayDataset:
+    """One training example per (user, position t >= 1): the items before t (at most ``max_history``, right-padded with 0) and item t.
+
+    Returns:
+        ``ArrayDataset(history=int32 [M, H], target=int64 [M])``, users in order, positions in time order.
+    """
+    histories, targets = [], []
+    for seq in sequences:
+        seq = np.asarray(seq, dtype=np.int64)
+        for t in range(1, len(seq)):
+            row = np.zeros(max_history, dtype=np.int32)
+            past = seq[max(0, t - max_history):t]
+            row[:len(past)] = past
+            histories.append(row)
+            targets.append(seq[t])
+    if not targets:
+        raise ValueError("no training examples: every training sequence is shorter than 2 items")
+    return ArrayDataset(history=torch.from_numpy(np.stack(histories)),
+                        target=torch.tensor(targets, dtype=torch.long))
+
+
+def right_pad(histories: list[np.ndarray], max_history: int) -> torch.Tensor:
+    """The ``max_history`` most recent items of each history, right-padded with 0: LongTensor [B, H]."""
+    width = max(1, min(max_history, max(len(h) for h in histories)))
+    out = np.zeros((len(histories), width), dtype=np.int64)
+    for row, items in enumerate(histories):
+        items = np.asarray(items, dtype=np.int64)[-max_history:]
+        out[row, :len(items)] = items
+    return torch.from_numpy(out)
+
+
+@gin.configurable(denylist=["texts"])
+class ContentRecommender(nn.Module):
+    """A content-based recommender composed of three operators.
+
+    Args:
+        texts: N item texts, ``texts[i - 1]`` for item i (from ``ItemCatalog.texts()``; never from gin).
+        item_encoder: content operator: a name of :data:`CONTENT_OPERATORS` or an ``@`` reference.
+        user_encoder: behavior operator: a name of :data:`BEHAVIOR_OPERATORS` or an ``@`` reference.
+        predictor: click predictor: a name of :data:`PREDICTORS` or an ``@`` reference.
+        dim: D, the width of item and user vectors.
+        max_history: most recent history items a user vector sees (training and evaluation).
+        loss: ``softmax`` (1 positive + K negatives, cross-entropy) or ``bce`` (pointwise).
+        num_negatives: K, uniformly sampled negatives per positive.
+        eval_cache: encode every item once per evaluation (see the module docstring).
+        encode_batch_size: items per content-operator call when the evaluation table is built.
+    """
+
+    def __init__(self, texts: list[str], item_encoder: str | Callable = "attention",
+                 user_encoder: str | Callable = "transformer", predictor: str | Callable = "dot", dim: int = 64,
+                 max_history: int = 50, loss: str = "softmax", num_negatives: int = 4, eval_cache: bool = True,
+                 encode_batch_size: int = 256):
+        super().__init__()
+        if loss not in ("softmax", "bce"):
+            raise ValueError(f"unknown ContentRecommender.loss {loss!r}; use 'softmax' (1 positive + K negatives, "
+                             "cross-entropy) or 'bce' (pointwise binary cross-entropy)")
+        if num_negatives < 1:
+            raise ValueError(f"ContentRecommender.num_negatives must be >= 1, got {num_negatives}")
+        if max_history < 1:
+            raise ValueError(f"ContentRecommender.max_history must be >= 1, got {max_history}")
+        self.num_items, self.max_history, self.loss_type = len(texts), max_history, loss
+        self.num_negatives, self.eval_cache, self.encode_batch_size = num_negatives, eval_cache, encode_batch_size
+        self.item_encoder = resolve_operator("item_encoder", item_encoder)(texts=list(texts), dim=dim)
+        self.user_encoder = resolve_operator("user_encoder", user_encoder)(dim=dim)
+        self.predictor = resolve_operator("predictor", predictor)(dim=dim)
+        for kind in _KINDS:
+            expected = _KINDS[kind][1]
+            if not isinstance(getattr(self, kind), expected):
+                raise ValueError(f"ContentRecommender.{kind} built a {type(getattr(self, kind)).__name__}, which is "
+                                 f"not a {expected.__name__}; pick one of {', '.join(_KINDS[kind][0])}")
+        self._table: torch.Tensor | None = None
+        self._table_key: tuple | None = None
+        self.table_builds = 0  # how many times the evaluation table was computed (tests, benchmarks)
+
+    # ------------------------------------------------------------------ training
+
+    def encode_items(self, items: torch.Tensor) -> torch.Tensor:
+        """Vectors [..., D] of item indices [...] (0 = padding -> zeros); every distinct item is encoded once."""
+        flat = items.reshape(-1)
+        unique, inverse = torch.unique(flat, return_inverse=True)
+        real = unique > 0
+        vectors = torch.zeros(len(unique), self.item_encoder.dim, device=items.device)
+        if real.any():
+            encoded = self.item_encoder(unique[real])
+            vectors = vectors.to(encoded.dtype)
+            vectors[real] = encoded
+        return vectors[inverse].reshape(*items.shape, -1)
+
+    def sample_negatives(self, target: torch.Tensor) -> torch.Tensor:
+        """K uniform negatives [B, K] per target [B] in 1..N; a draw equal to the target moves to the next item."""
+        negatives = torch.randint(1, self.num_items + 1, (len(target), self.num_negatives), device=target.device)
+        clash = negatives == target.unsqueeze(1)
+        return torch.where(clash, negatives % self.num_items + 1, negatives)
+
+    def forward(self, history: torch.Tensor, target: torch.Tensor):
+        """Args: history [B, H] right-padded item indices (at least one per row); target [B].
+
+        Returns:
+            (scores [B, 1 + K] of the target and its negatives, loss)
+        """
+        history = history.long()
+        mask = history > 0
+        candidates = torch.cat([target.unsqueeze(1), self.sample_negatives(target)], dim=1)  # [B, 1 + K]
+        vectors = self.encode_items(torch.cat([history, candidates], dim=1))
+        history_vectors, candidate_vectors = vectors[:, :history.shape[1]], vectors[:, history.shape[1]:]
+        user = self.user_encoder(history_vectors, mask)
+        scores = self.predictor(user, candidate_vectors, history_vectors, mask)
+        if self.loss_type == "softmax":
+            loss = F.cross_entropy(scores, torch.zeros(len(scores), dtype=torch.long, device=scores.device))
+        else:
+            labels = torch.zeros_like(scores)
+            labels[:, 0] = 1.0
+            loss = F.binary_cross_entropy_with_logits(scores, labels)
+        return scores, loss
+
+    # ------------------------------------------------------------------ evaluation
+
+    def train(self, mode: bool = True):
+        if mode:
+            self.invalidate_cache()
+        return super().train(mode)
+
+    def invalidate_cache(self) -> None:
+        """Drops the evaluation table (needed only after writing weights through ``.data``)."""
+        self._table, self._table_key = None, None
+
+    def _weights_key(self) -> tuple:
+        return tuple((id(t), t._version, t.data_ptr()) for t in (*self.parameters(), *self.buffers()))
+
+    @torch.no_grad()
+    def item_table(self) -> torch.Tensor:
+        """Every item's vector, [N + 1, D] with row 0 zero; computed once per weight state (eval mode)."""
+        key = self._weights_key()
+        if self._table is not None and self._table_key == key and not self.training:
+            return self._table
+        device = next(self.parameters()).device
+        items = torch.arange(1, self.num_items + 1, device=device)
+        table = torch.cat([self.item_encoder(items[start:start + self.encode_batch_size])
+                           for start in range(0, self.num_items, self.encode_batch_size)])
+        table = torch.cat([torch.zeros(1, table.shape[1], dtype=table.dtype, device=device), table])
+        self.table_builds += 1
+        if not self.training:
+            self._table, self._table_key = table, key
+        return table
+
+    @contextmanager
+    def _layer_cache(self, enabled: bool):
+        encoder = self.item_encoder
+        previous = getattr(encoder, "layer_cache", None)
+        if previous is not None:
+            encoder.layer_cache = enabled and previous
+        try:
+            yield
+        finally:
+            if previous is not None:
+                encoder.layer_cache = previous
+
+    @torch.no_grad()
+    def score(self, histories: list[np.ndarray]) -> torch.Tensor:
+        """Scores [B, N + 1] of every item for time-ordered histories; column 0 is -inf.
+
+        Uses the evaluation cache when ``eval_cache`` is on, else the naive path (module docstring).
+        """
+        if any(len(h) == 0 for h in histories):
+            raise ValueError("ContentRecommender.score got an empty history; a user vector needs at least one item")
+        device = next(self.parameters()).device
+        history = right_pad(histories, self.max_history).to(device)
+        mask = history > 0
+        if self.eval_cache:
+            table = self.item_table()
+            history_vectors, items = table[history], table[1:]
+        else:
+            with self._layer_cache(False):
+                history_vectors = torch.zeros(*history.shape, self.item_encoder.dim, device=device)
+                history_vectors[mask] = self.item_encoder(history[mask])  # every user's items, no sharing
+                everything = torch.arange(1, self.num_items + 1, device=device)
+                items = torch.cat([self.item_encoder(everything[start:start + self.encode_batch_size])
+                                   for start in range(0, self.num_items, self.encode_batch_size)])
+        user = self.user_encoder(history_vectors, mask)
+        scores = self.predictor.score_all(user, items, history_vectors, mask)
+        return torch.cat([torch.full((len(scores), 1), float("-inf"), device=device, dtype=scores.dtype), scores], 1)

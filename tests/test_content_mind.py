@@ -9,7 +9,7 @@ import pytest
 
 from genrec.data import DatasetFileError
 from genrec.data.mind import MindNews, read_mind, read_mind_behaviors, read_mind_news
-from genrec.evaluation.impressions import (
+from genrec.evaluation import (
     evaluate_impressions,
     impression_auc,
     impression_mrr,

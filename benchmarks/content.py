@@ -1,0 +1,113 @@
+"""Each content-model preset's ml-100k NDCG@10 and wall time next to our SASRec and most-popular.
+
+    python benchmarks/content.py [--steps 150] [--batch-size 32] [--presets nrms naml ...]
+        [--sasrec-config config/sasrec/ml100k_debug.gin] [--out runs/benchmarks/content.json]
+
+Every preset (``config/content/ml100k/<name>.gin``) runs through the content trainer in a child process
+with the same short budget: ``--steps`` optimizer steps of ``--batch-size`` examples, validation on all
+943 users every ``--steps / 3`` steps (the best one is kept), then test once; leave-one-out, full ranking
+over all 1,682 items, history masked (the presets' protocol). SASRec runs its own recipe
+(``--sasrec-config``, by default the 10-epoch debug recipe) twice: under the same masked protocol, and
+under genrec's default unmasked one (the protocol of the SASRec figures in the README). Most-popular is
+computed under the masked protocol. One JSON line per run (test metrics, wall time of the child process,
+the loop's train/eval seconds, machine load) and a markdown table at the end.
+
+The budget is far below convergence for the content models (150 x 32 examples is 5% of an epoch), so
+the table compares what each model reaches in a few minutes on a CPU, not converged quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PRESETS = ("nrms", "naml", "lstur", "deepfm", "dcn", "din", "llm_nrms")
+
+
+def _child(command: list[str], run_dir: Path) -> dict:
+    start = time.perf_counter()
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {"wall_seconds": round(wall, 1), "metrics": metrics}
+
+
+def _line(name: str, result: dict, **extra) -> dict:
+    m = result["metrics"]
+    return {"benchmark": "content", "model": name, "dataset": m["dataset"], "mask_history": m["mask_history"],
+            "test_ndcg@10": round(m["test"]["ndcg@10"], 4), "test_recall@10": round(m["test"]["recall@10"], 4),
+            "valid_ndcg@10": round(m["valid"]["ndcg@10"], 4), "steps": m["steps"],
+            "wall_seconds": result["wall_seconds"], "train_seconds": m["train_seconds"],
+            "eval_seconds": m["eval_seconds"] + m["test_seconds"],
+            "trainable_parameters": m.get("trainable_parameters"), "load_average_1m": round(os.getloadavg()[0], 2),
+            **extra}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    parser.add_argument("--sasrec-config", default="config/sasrec/ml100k_debug.gin")
+    parser.add_argument("--no-sasrec", action="store_true")
+    parser.add_argument("--out", default="runs/benchmarks/content.json")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="content-bench-"))
+    every = max(1, args.steps // 3)
+    lines = []
+    for preset in args.presets:
+        run_dir = work / preset
+        command = [sys.executable, "genrec/trainers/content_trainer.py", f"config/content/ml100k/{preset}.gin",
+                   "--run-dir", str(run_dir), "--gin", f"fit.max_steps = {args.steps}",
+                   "--gin", f"fit.batch_size = {args.batch_size}", "--gin", f"fit.eval_every_steps = {every}",
+                   "--gin", "fit.eval_every_epochs = 1000"]
+        line = _line(preset, _child(command, run_dir), operators=json.loads((run_dir / "metrics.json").read_text())
+                     .get("operators"))
+        print(json.dumps(line), flush=True)
+        lines.append(line)
+    if not args.no_sasrec:
+        for masked in (True, False):
+            run_dir = work / f"sasrec_mask{int(masked)}"
+            command = [sys.executable, "genrec/trainers/sasrec_trainer.py", args.sasrec_config, "--run-dir",
+                       str(run_dir), "--gin", f"experiment.mask_history = {masked}"]
+            line = _line("sasrec", _child(command, run_dir), config=args.sasrec_config)
+            print(json.dumps(line), flush=True)
+            lines.append(line)
+
+        from genrec.config import parse_gin
+        from genrec.models import MostPopular
+        from genrec.training import experiment
+
+        parse_gin([], ["experiment.dataset = 'ml-100k'", "experiment.mask_history = True"])
+        exp = experiment()
+        pop = MostPopular(exp.split.train, exp.num_items)
+        test = exp.evaluators["test"](lambda users, histories: pop.score(histories))
+        line = {"benchmark": "content", "model": "most_popular", "dataset": "ml-100k", "mask_history": True,
+                "test_ndcg@10": round(test["ndcg@10"], 4), "test_recall@10": round(test["recall@10"], 4)}
+        print(json.dumps(line), flush=True)
+        lines.append(line)
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    print("\n| model | operators (content / behavior / predictor) | history masked | test NDCG@10 | test Recall@10 "
+          "| steps | wall (s) |\n|---|---|---|---|---|---|---|")
+    for line in lines:
+        ops = " / ".join((line.get("operators") or {}).values()) or "-"
+        print(f"| {line['model']} | {ops} | {'yes' if line['mask_history'] else 'no'} | {line['test_ndcg@10']:.4f} | "
+              f"{line['test_recall@10']:.4f} | {line.get('steps', '-')} | {line.get('wall_seconds', '-')} |")
+
+
+if __name__ == "__main__":
+    main()

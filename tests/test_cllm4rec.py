@@ -22,10 +22,21 @@ from genrec.training import experiment, fit
 REPO = Path(__file__).resolve().parents[1]
 
 
+class _TinyLLMs(dict):
+    """Folders of tiny random LLMs by architecture, each written on first use."""
+
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, arch: str) -> str:
+        self[arch] = str(tiny_causal_lm(self.root / arch, arch, seed=1))
+        return self[arch]
+
+
 @pytest.fixture(scope="session")
 def tiny_llms(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cllm4rec-llms")
-    return {arch: str(tiny_causal_lm(root / arch, arch, seed=1)) for arch in ("llama", "gpt2", "qwen2")}
+    return _TinyLLMs(tmp_path_factory.mktemp("cllm4rec-llms"))
 
 
 @pytest.fixture(scope="session")
@@ -187,3 +198,120 @@ def test_random_scores_give_chance_level_sampled_hit_rate():
     assert metrics["recall@10"] < 0.03  # full ranking: 10 / 1682 expected
     with pytest.raises(ValueError, match="extra_protocols"):
         experiment(extra_protocols=["full"])
+
+
+# --- serving -----------------------------------------------------------------------------------
+
+
+def test_recommend_uses_faiss_top_k_of_the_scores_and_skips_the_history(served):
+    top, scores = served.recommend_indices(np.array([0]), [SEQUENCES[0]], k=5)
+    expected = served.score(np.array([0]), [SEQUENCES[0]])[0]
+    expected[torch.as_tensor(SEQUENCES[0])] = float("-inf")
+    assert top[0].tolist() == expected.topk(5).indices.tolist()
+    assert torch.allclose(scores[0], expected.topk(5).values, atol=1e-5)
+    # a known user without a history uses the stored one; with exclusion off, history items may come back
+    assert [i for i, _ in served.recommend("u0", k=5)] == [f"i{i}" for i in top[0].tolist()]
+    unmasked = served.recommend_indices(np.array([0]), [SEQUENCES[0]], k=20, exclude_history=False)[0][0]
+    assert set(unmasked.tolist()) & set(SEQUENCES[0].tolist())
+
+
+def test_recommend_for_a_new_user_uses_the_anonymous_token(served):
+    history = ["i3", "i4", "i5"]
+    new = served.recommend(history=history, k=4)
+    assert len(new) == 4 and not {i for i, _ in new} & set(history)
+    anonymous = served.recommend_indices(None, [np.array([3, 4, 5])], k=4)[0][0].tolist()
+    assert [i for i, _ in new] == [f"i{i}" for i in anonymous]
+    known = served.recommend("u1", history=history, k=4)  # the same history as user u1 (a trained row)
+    assert known != new
+
+
+def test_unknown_ids_are_clear_errors(served):
+    with pytest.raises(ValueError, match="unknown user id 'nobody'.*history="):
+        served.recommend("nobody", k=3)
+    with pytest.raises(ValueError, match="unknown item id 'i999'"):
+        served.recommend(history=["i1", "i999"], k=3)
+    with pytest.raises(ValueError, match="user id, a history"):
+        served.recommend(k=3)
+    with pytest.raises(ValueError, match="not a string"):
+        served.recommend(history="i1", k=3)
+    with pytest.raises(ValueError, match=r"user indices must be in 0\.\.5"):
+        served.score(np.array([6]), [np.array([1])])
+    with pytest.raises(ValueError, match=r"outside 1\.\.40"):
+        served.score(np.array([0]), [np.array([41])])
+    with pytest.raises(ValueError, match="k must be"):
+        served.recommend("u0", k=0)
+
+
+def test_ivf_index_matches_the_exact_one_when_every_cell_is_probed(served):
+    queries = [SEQUENCES[0], SEQUENCES[3]]
+    exact = served.recommend_indices(np.array([0, 3]), queries, k=5)[0]
+    served.build_index("ivf", nlist=4, nprobe=4)
+    try:
+        assert torch.equal(served.recommend_indices(np.array([0, 3]), queries, k=5)[0], exact)
+    finally:
+        served.build_index()
+    with pytest.raises(ValueError, match="unknown index kind"):
+        served.build_index("hnsw")
+
+
+@pytest.mark.parametrize("tuning", ["frozen", "lora", "full"])
+def test_save_and_load_reproduce_recommendations(tiny_llms, tmp_path, tuning):
+    model = build(tiny_llms["llama"], tuning=tuning)
+    _, loss = model(**batch_of(UserSequenceWindows(SEQUENCES, 8)))
+    loss.backward()
+    with torch.no_grad():  # move every trainable weight, so a part that is not saved would show
+        for p in model.parameters():
+            if p.grad is not None:
+                p.add_(torch.randn_like(p) * 0.05)
+    model.eval().set_ids([f"u{u}" for u in range(6)], ["[PAD]"] + [f"i{i}" for i in range(1, 41)])
+    model.set_histories(SEQUENCES)
+    model.save_pretrained(tmp_path / "model")
+    loaded = CLLM4Rec.from_pretrained(tmp_path / "model")
+    assert loaded.settings == model.settings
+    for user in ("u0", "u3", "u5"):
+        (ids, scores), (loaded_ids, loaded_scores) = (zip(*m.recommend(user, k=6)) for m in (model, loaded))
+        assert loaded_ids == ids and loaded_scores == pytest.approx(scores, abs=1e-5)
+    histories = [np.array([1, 2]), np.array([], dtype=np.int64)]
+    assert torch.allclose(loaded.score(None, histories), model.score(None, histories), atol=1e-5)
+    saved = sorted(p.name for p in (tmp_path / "model").iterdir())
+    assert saved == (["cllm4rec.json", "tables.safetensors"] if tuning == "frozen" else
+                     ["cllm4rec.json", "llm", "tables.safetensors"])
+    model.save_pretrained(tmp_path / "model")  # overwriting an existing folder leaves no leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    with pytest.raises(FileNotFoundError, match="not a saved CLLM4Rec"):
+        CLLM4Rec.from_pretrained(tmp_path)
+    (tmp_path / "model" / "tables.safetensors").write_bytes(b"torn")
+    with pytest.raises(ValueError, match="corrupt"):
+        CLLM4Rec.from_pretrained(tmp_path / "model")
+
+
+def test_settings_are_checked(tiny_llms):
+    with pytest.raises(ValueError, match="tuning 'qlora'"):
+        build(tiny_llms["llama"], tuning="qlora")
+    with pytest.raises(ValueError, match="both 0"):
+        build(tiny_llms["llama"], ce_weight=0.0)
+
+
+# --- trainer -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_short_real_run_reports_both_protocols_and_saves_a_servable_model(tiny_llms, tmp_path):
+    bindings = [f"CLLM4Rec.pretrained_path = '{tiny_llms['llama']}'", "CLLM4Rec.d_rec = 32",
+                "CLLM4Rec.bpr_context_weight = 0.5", "CLLM4Rec.bpr_user_weight = 0.5", "fit.max_steps = 4",
+                "fit.eval_every_steps = 2", "experiment.eval_rows = 30"]
+    command = [sys.executable, "genrec/trainers/cllm4rec_trainer.py", "config/cllm4rec/ml100k_debug.gin",
+               "--run-dir", str(tmp_path / "run")] + [a for b in bindings for a in ("--gin", b)]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["dataset"] == "ml-100k" and metrics["protocol"] == "full" and metrics["steps"] == 4
+    assert metrics["extra_protocols"] == ["sampled"] and metrics["eval_rows"] == {"valid": 30, "test": 30}
+    for which in ("valid", "test"):
+        assert 0.0 <= metrics[which]["ndcg@10"] <= metrics[which]["recall@10"] <= 1.0
+        sampled = metrics[which]["sampled"]
+        assert set(sampled) >= {f"{m}@{k}" for m in ("hit", "ndcg") for k in (1, 5, 10, 20)}
+        assert sampled["hit@10"] >= metrics[which]["recall@10"]  # 101 candidates are easier than 1,682
+    assert metrics["tuning"] == "frozen" and metrics["trainable_parameters"] > 0
+    model = CLLM4Rec.from_pretrained(tmp_path / "run" / "model")
+    assert len(model.recommend("196", k=5)) == 5 and len(model.recommend(history=["50", "172"], k=5)) == 5

@@ -195,7 +195,7 @@ class CLLM4Rec(nn.Module):
         causal_lm, _ = load_causal_lm(pretrained_path, dtype, random_init)
         self.llm = _backbone(causal_lm)
         width = self.llm.config.hidden_size if hasattr(self.llm.config, "hidden_size") else self.llm.config.n_embd
-        word_std = float(self.llm.get_input_embeddings().weight.float().std())
+        word_std = float(self.llm.get_input_embeddings().weight.detach().float().std())
         del causal_lm
         self.user_emb = nn.Embedding(num_users + 1, d_rec)  # row 0: the anonymous user
         self.item_emb = nn.Embedding(num_items + 1, d_rec, padding_idx=0)

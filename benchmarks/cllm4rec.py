@@ -13,7 +13,8 @@ histories of ``--max-len`` items, batch ``--batch-size``) and differ in ``CLLM4R
 learning rate (frozen: tables and projections only at 3e-3; LoRA r 8 on every linear layer at 1e-3;
 full fine-tuning at 3e-4, since the LLM and the tables share one learning rate in ``fit``), each for
 ``--steps`` optimizer steps with one validation at the end. SASRec runs its debug recipe
-(``config/sasrec/ml100k_debug.gin``, 10 epochs). On a CPU these are short budgets: the figures
+(``config/sasrec/ml100k_debug.gin``, 10 epochs); ``popular`` is the most-popular baseline on the
+same rows. On a CPU these are short budgets: the figures
 compare the variants at equal steps, not converged models.
 """
 
@@ -31,15 +32,29 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from genrec.config import parse_gin  # noqa: E402
+from genrec.models import MostPopular  # noqa: E402
 from genrec.trainers.cllm4rec_trainer import train_cllm4rec  # noqa: E402
 from genrec.trainers.sasrec_trainer import train_sasrec  # noqa: E402
+from genrec.training import experiment  # noqa: E402
 
 LEARNING_RATES = {"frozen": 3e-3, "lora": 1e-3, "full": 3e-4}
 KEYS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
 SAMPLED_KEYS = ("hit@1", "hit@5", "hit@10", "hit@20", "ndcg@1", "ndcg@5", "ndcg@10", "ndcg@20")
 
 
+def most_popular(args: argparse.Namespace) -> dict:
+    """The training-count baseline on the same rows and protocols (no training)."""
+    parse_gin([], [f"experiment.eval_rows = {args.eval_rows or None}", "experiment.extra_protocols = ['sampled']"])
+    exp = experiment()
+    pop = MostPopular(exp.split.train, exp.num_items)
+    test = exp.evaluate_scores(lambda model, users, histories: pop.score(histories))(None, "test", None)
+    return {"full": {k: round(test[k], 4) for k in KEYS},
+            "sampled": {k: round(test["sampled"][k], 4) for k in SAMPLED_KEYS}}
+
+
 def run_variant(name: str, args: argparse.Namespace, root: Path) -> dict:
+    if name == "popular":
+        return most_popular(args)
     run_dir = str(root / name)
     rows = [f"experiment.eval_rows = {args.eval_rows or None}"]  # the debug configs bind a sample of 100
     shared = [*rows, "experiment.extra_protocols = ['sampled']", f"{'train_sasrec' if name == 'sasrec' else 'train_cllm4rec'}"
@@ -72,8 +87,8 @@ def run_variant(name: str, args: argparse.Namespace, root: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=["frozen", "lora", "full", "sasrec"],
-                        choices=["frozen", "lora", "full", "sasrec"])
+    parser.add_argument("--variants", nargs="+", default=["frozen", "lora", "full", "sasrec", "popular"],
+                        choices=["frozen", "lora", "full", "sasrec", "popular"])
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per CLLM4Rec variant")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-len", type=int, default=10, help="history items in the soft-token sequence")

@@ -75,20 +75,24 @@ def main(argv=None) -> dict:
             optimizer.zero_grad(set_to_none=True)
     model.eval()
     evaluator = exp.evaluators[args.which]
-    results = {}
-    first = [evaluator.histories[i] for i in range(min(len(evaluator), evaluator.batch_size))]
+    results, first_batch = {}, {}
+
+    def score(name):
+        def fn(users, histories):
+            scores = model.score(histories)
+            first_batch.setdefault(name, scores.clone())  # kept for the score comparison below
+            return scores
+        return fn
+
     with torch.inference_mode():
         for name, cached in (("cached", True), ("uncached", False)):
             model.eval_cache = cached
             model.invalidate_cache()
             start = time.perf_counter()
-            metrics = evaluator(lambda users, histories: model.score(histories))
+            metrics = evaluator(score(name))
             results[name] = {"seconds": round(time.perf_counter() - start, 2), "metrics": metrics}
         model.eval_cache = True
-        cached_scores = model.score(first)
-        model.eval_cache = False
-        naive_scores = model.score(first)
-        model.eval_cache = True
+    cached_scores, naive_scores = first_batch["cached"], first_batch["uncached"]
     finite = torch.isfinite(cached_scores)
     encoder = model.item_encoder
     out = {

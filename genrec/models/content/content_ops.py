@@ -32,16 +32,30 @@ __all__ = ["AttentionContent", "CNNContent", "ContentOperator", "FastformerConte
 class ContentOperator(nn.Module):
     """Base of content operators: ``forward(items [n]) -> [n, D]``; ``dim`` is D.
 
-    ``cacheable``: an item's vector depends on the item alone (not on other inputs), so the
-    evaluation cache may compute every item once.
+    Operators that keep a token matrix (``token_ids``, ``token_mask`` [N + 1, T]) cut each call's
+    tokens to the longest text among its items (:meth:`tokens`): padding is masked everywhere, so
+    this changes no result, only the work; :meth:`lengths` lets the evaluation cache batch items of
+    similar length together.
     """
 
-    cacheable = True
     dim: int
+    token_ids: torch.Tensor
+    token_mask: torch.Tensor
 
     def __init__(self, dim: int):
         super().__init__()
         self.dim = dim
+
+    def tokens(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and mask [n, t] of ``items`` [n], t the longest of their texts."""
+        mask = self.token_mask[items]
+        width = max(1, int(mask.sum(1).max())) if len(items) else 1
+        return self.token_ids[items, :width], mask[:, :width]
+
+    def lengths(self) -> torch.Tensor | None:
+        """Tokens per item [N + 1] (``None`` when the operator keeps no token matrix)."""
+        mask = getattr(self, "token_mask", None)
+        return None if mask is None else mask.sum(1)
 
 
 class _LearnedTokens(ContentOperator):
@@ -58,8 +72,9 @@ class _LearnedTokens(ContentOperator):
         self.drop = nn.Dropout(dropout)
 
     def embed(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Word embeddings [n, T, D] (dropout applied) and the mask [n, T] of ``items`` [n]."""
-        return self.drop(self.embedding(self.token_ids[items])), self.token_mask[items]
+        """Word embeddings [n, t, D] (dropout applied) and the mask [n, t] of ``items`` [n]."""
+        ids, mask = self.tokens(items)
+        return self.drop(self.embedding(ids)), mask
 
 
 @gin.configurable(denylist=["texts", "dim"])
@@ -115,7 +130,7 @@ class AttentionContent(_LearnedTokens):
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         x, mask = self.embed(items)
         if self.positions is not None:
-            x = x + self.positions.weight
+            x = x + self.positions.weight[:x.shape[1]]
         for layer in self.layers:
             x = layer(x, mask)
         return self.pool(x, mask)
@@ -144,7 +159,7 @@ class FastformerContent(_LearnedTokens):
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         x, mask = self.embed(items)
-        x = x + self.positions.weight
+        x = x + self.positions.weight[:x.shape[1]]
         for layer in self.layers:
             x = layer(x, mask)
         return self.pool(x, mask)

@@ -193,8 +193,8 @@ class PretrainedLMContent(ContentOperator):
         return self
 
     def lower_states(self, items: torch.Tensor) -> torch.Tensor:
-        """The frozen layers' output [n, T, H] for ``items`` [n], computed now (no cache)."""
-        ids, mask = self.token_ids[items], self.token_mask[items]
+        """The frozen layers' output [n, t, H] for ``items`` [n], computed now (no cache)."""
+        ids, mask = self.tokens(items)
         parent, attr, upper = self._layout
         setattr(parent, attr, nn.ModuleList([*self.lower, upper[0]]))
         training = self.backbone.training
@@ -224,6 +224,12 @@ class PretrainedLMContent(ContentOperator):
                 pass
             print(f"genrec: ignoring unreadable layer cache {path}; rebuilding it", file=sys.stderr)
         path.parent.mkdir(parents=True, exist_ok=True)
+        with assets._file_lock(path.with_name(f".{path.name}.lock")):  # one builder among processes
+            if not path.is_file():
+                self._build_cache(path, shape, batch_size)
+        return np.load(path, mmap_mode="r")
+
+    def _build_cache(self, path: Path, shape: tuple[int, ...], batch_size: int) -> None:
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
         try:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
@@ -232,21 +238,21 @@ class PretrainedLMContent(ContentOperator):
                 for start in tqdm(starts, desc=f"caching {self.path} layers 0..{self.frozen_layers - 1}",
                                   disable=len(starts) < 2):
                     items = torch.arange(start, min(start + batch_size, shape[0]))
-                    out[start:start + len(items)] = self.lower_states(items).cpu().numpy()
+                    states = self.lower_states(items).cpu().numpy()  # [n, t, H], t <= T; the rest stays 0
+                    out[start:start + len(items), :states.shape[1]] = states
             out.flush()
             del out
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-        return np.load(path, mmap_mode="r")
 
     # -------------------------------------------------------------- forward
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """Item vectors [n, D] for item indices [n]."""
-        ids, mask = self.token_ids[items], self.token_mask[items]
+        ids, mask = self.tokens(items)
         if self.layer_cache and self._cached is not None:
-            rows = np.ascontiguousarray(self._cached[items.cpu().numpy()])
+            rows = np.ascontiguousarray(self._cached[items.cpu().numpy(), :ids.shape[1]])
             states = torch.from_numpy(rows).to(ids.device)
         else:
             states = self.lower_states(items)

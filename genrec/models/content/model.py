@@ -17,7 +17,8 @@ a target, right-padded) and its target. ``num_negatives`` K items are drawn unif
 ``bce`` (pointwise binary cross-entropy, positive 1 and each negative 0; its "ranking" mode).
 
 **Evaluation cache** (``score`` with ``eval_cache = True``): the first call after the weights change
-encodes every item once, batched, under ``torch.no_grad`` in eval mode -> a table [N + 1, D]; user
+encodes every item once, in batches of similar text length (so little padding is computed), under
+``torch.no_grad`` in eval mode -> a table [N + 1, D]; user
 vectors come from that table, and every item is scored from it. The table is keyed by the version
 counter, identity and storage of every parameter and buffer: an optimizer step, ``load_state_dict``
 or any in-place update bumps a counter, so the table is never stale. It is also dropped whenever
@@ -222,13 +223,21 @@ class ContentRecommender(nn.Module):
             return self._table
         device = next(self.parameters()).device
         items = torch.arange(1, self.num_items + 1, device=device)
-        table = torch.cat([self.item_encoder(items[start:start + self.encode_batch_size])
-                           for start in range(0, self.num_items, self.encode_batch_size)])
-        table = torch.cat([torch.zeros(1, table.shape[1], dtype=table.dtype, device=device), table])
+        lengths = self.item_encoder.lengths()
+        if lengths is not None:  # batches of similar length: little padding to cut
+            items = items[torch.argsort(lengths[1:], stable=True)]
+        parts = [self.item_encoder(items[start:start + self.encode_batch_size])
+                 for start in range(0, self.num_items, self.encode_batch_size)]
+        table = parts[0].new_zeros(self.num_items + 1, parts[0].shape[1])
+        table[items] = torch.cat(parts)
         self.table_builds += 1
         if not self.training:
             self._table, self._table_key = table, key
         return table
+
+    def _encode_in_batches(self, items: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.item_encoder(items[start:start + self.encode_batch_size])
+                          for start in range(0, len(items), self.encode_batch_size)])
 
     @contextmanager
     def _layer_cache(self, enabled: bool):
@@ -258,11 +267,10 @@ class ContentRecommender(nn.Module):
             history_vectors, items = table[history], table[1:]
         else:
             with self._layer_cache(False):
-                history_vectors = torch.zeros(*history.shape, self.item_encoder.dim, device=device)
-                history_vectors[mask] = self.item_encoder(history[mask])  # every user's items, no sharing
-                everything = torch.arange(1, self.num_items + 1, device=device)
-                items = torch.cat([self.item_encoder(everything[start:start + self.encode_batch_size])
-                                   for start in range(0, self.num_items, self.encode_batch_size)])
+                history_vectors = self._encode_in_batches(history[mask])  # every user's items, no sharing
+                history_vectors = history_vectors.new_zeros(*history.shape, history_vectors.shape[-1]).index_put(
+                    (mask,), history_vectors)
+                items = self._encode_in_batches(torch.arange(1, self.num_items + 1, device=device))
         user = self.user_encoder(history_vectors, mask)
         scores = self.predictor.score_all(user, items, history_vectors, mask)
         return torch.cat([torch.full((len(scores), 1), float("-inf"), device=device, dtype=scores.dtype), scores], 1)

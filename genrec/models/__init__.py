@@ -1,7 +1,8 @@
-"""Recommendation models, one per file."""
+"""Recommendation models, one per file (content-based models: :mod:`genrec.models.content`)."""
 
+from genrec.models.cllm4rec import CLLM4Rec
 from genrec.models.lcrec import LCRec
 from genrec.models.popularity import MostPopular
 from genrec.models.sasrec import SASRec
 
-__all__ = ["LCRec", "MostPopular", "SASRec"]
+__all__ = ["CLLM4Rec", "LCRec", "MostPopular", "SASRec"]

@@ -217,12 +217,13 @@ def test_every_preset_parses(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", [p.stem for p in PRESETS if p.stem != "llm_nrms_smollm2"])
 def test_every_preset_runs_a_few_steps(preset, tmp_path, tiny_llama, monkeypatch):
+    layer_cache = Path(tiny_llama).parent / "layer_cache"  # shared: the second LM preset reuses the first's
     monkeypatch.chdir(REPO)
     short = ["fit.max_steps = 2", "fit.batch_size = 8", "fit.eval_every_epochs = 1000", "fit.eval_every_steps = None",
              "experiment.eval_rows = 16", "ContentRecommender.dim = 16", "ContentRecommender.max_history = 10",
              "ContentRecommender.encode_batch_size = 1024"]
     if preset.startswith("llm_nrms"):  # the preset's wiring with a tiny Llama instead of MiniLM (speed)
-        short += [f"PretrainedLMContent.path = {tiny_llama!r}", f"PretrainedLMContent.cache_dir = {str(tmp_path)!r}"]
+        short += [f"PretrainedLMContent.path = {tiny_llama!r}", f"PretrainedLMContent.cache_dir = {str(layer_cache)!r}"]
     argv = [f"config/content/ml100k/{preset}.gin", "--run-dir", str(tmp_path / "run")]
     metrics = run(train_content, list(SPLITS), argv + [arg for binding in short for arg in ("--gin", binding)])
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())

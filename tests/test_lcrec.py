@@ -169,6 +169,17 @@ def test_lora_trains_adapters_and_new_rows_only_and_round_trips(tiny, ml100k, se
     assert torch.equal(expected[0], got[0]) and torch.allclose(expected[1], got[1], atol=1e-5)
 
 
+def test_lora_with_gradient_checkpointing_gets_gradients(tiny, ml100k, semantic_ids):
+    model = build(tiny, ml100k, semantic_ids, gradient_checkpointing=True)
+    model.enable_lora(r=4, alpha=8, dropout=0.0)
+    model.train()
+    _, loss = model(**model.format.encode(["Recommend.", "Again."], [model.item_code_strings[4], "Heat"]))
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+    assert any(g.abs().sum() > 0 for n, g in grads.items() if "lora_B" not in n)
+
+
 def test_semantic_ids_must_fit_the_model_and_the_data(model, tiny, ml100k, semantic_ids, tmp_path):
     interactions, _ = ml100k
     other = SemanticIDs(semantic_ids.codes, [8, 8, 64], semantic_ids.dataset, semantic_ids.fingerprint)

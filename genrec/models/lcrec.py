@@ -89,6 +89,7 @@ class LCRec(nn.Module):
                              max_length=max_length, max_history=max_history, num_beams=num_beams, decoder=decoder,
                              codebook_sizes=None, lora=None, **(settings or {}))
         self.llm, self.tokenizer = load_causal_lm(pretrained_path, dtype, random_init)
+        self.gradient_checkpointing = gradient_checkpointing
         if gradient_checkpointing:
             self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.llm.config.use_cache = False
@@ -224,7 +225,7 @@ class LCRec(nn.Module):
                             trainable_token_indices=list(range(start, start + count)),
                             modules_to_save=None if tied else ["lm_head"], task_type="CAUSAL_LM")
         self.llm = get_peft_model(self.llm, config)
-        if getattr(self.llm, "is_gradient_checkpointing", False):
+        if self.gradient_checkpointing:  # checkpointed blocks need an input that requires grad
             self.llm.enable_input_require_grads()
         self.settings["lora"] = dict(r=r, alpha=alpha, dropout=dropout, target_modules=list(target_modules))
 
@@ -408,6 +409,7 @@ class LCRec(nn.Module):
                                              "decoder")}
         model = cls.__new__(cls)
         nn.Module.__init__(model)
+        model.gradient_checkpointing = False
         model.settings = dict(pretrained_path=base, **init, codebook_sizes=sizes, code_token_start=start, lora=lora,
                               **settings)
         model._load_llm(folder / "llm", base, lora, init["dtype"])

@@ -99,7 +99,12 @@ def clean_gin(monkeypatch):
 
 
 def test_shipped_configs_are_the_expected_ones():
-    assert [path.name for path in SHIPPED] == ["ml100k.gin", "ml100k_debug.gin", "ml1m.gin"]
+    assert [path.name for path in SHIPPED] == [
+        "amazon_instruments.gin",
+        "ml100k.gin",
+        "ml100k_debug.gin",
+        "ml1m.gin",
+    ]
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda path: path.name)

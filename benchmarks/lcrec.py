@@ -1,7 +1,7 @@
 """LC-Rec (LoRA and full fine-tuning) next to our SASRec on MovieLens-100k; prints one JSON line.
 
-    python benchmarks/lcrec.py                                  # the CPU budget below (~60 min, 2 cores)
-    python benchmarks/lcrec.py --steps 40 --eval-users 100      # a shorter run
+    python benchmarks/lcrec.py                                  # the CPU budget below (about 70 min on 2 idle cores, by extrapolation)
+    python benchmarks/lcrec.py --steps 40 --eval-users 100      # a shorter run (25 min, measured)
     python benchmarks/lcrec.py --full-recipe                    # LC-Rec's recipe as configured (a GPU job)
 
 Three parts, all measured in this run on this machine:

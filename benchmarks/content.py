@@ -21,34 +21,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from trainer_run import run_trainer  # noqa: E402  (benchmarks/, this script's folder)
+
 PRESETS = ("nrms", "naml", "lstur", "deepfm", "dcn", "din", "llm_nrms")
 
 
-def _child(command: list[str], run_dir: Path) -> dict:
-    start = time.perf_counter()
-    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"wall_seconds": round(wall, 1), "metrics": metrics}
-
-
-def _line(name: str, result: dict, **extra) -> dict:
-    m = result["metrics"]
+def _line(name: str, metrics: dict, wall: float, **extra) -> dict:
+    m = metrics
     return {"benchmark": "content", "model": name, "dataset": m["dataset"], "mask_history": m["mask_history"],
             "test_ndcg@10": round(m["test"]["ndcg@10"], 4), "test_recall@10": round(m["test"]["recall@10"], 4),
             "valid_ndcg@10": round(m["valid"]["ndcg@10"], 4), "steps": m["steps"],
-            "wall_seconds": result["wall_seconds"], "train_seconds": m["train_seconds"],
+            "wall_seconds": round(wall, 1), "train_seconds": m["train_seconds"],
             "eval_seconds": m["eval_seconds"] + m["test_seconds"],
             "trainable_parameters": m.get("trainable_parameters"), "load_average_1m": round(os.getloadavg()[0], 2),
             **extra}
@@ -69,20 +59,17 @@ def main() -> None:
     lines = []
     for preset in args.presets:
         run_dir = work / preset
-        command = [sys.executable, "genrec/trainers/content_trainer.py", f"config/content/ml100k/{preset}.gin",
-                   "--run-dir", str(run_dir), "--gin", f"fit.max_steps = {args.steps}",
-                   "--gin", f"fit.batch_size = {args.batch_size}", "--gin", f"fit.eval_every_steps = {every}",
-                   "--gin", "fit.eval_every_epochs = 1000"]
-        line = _line(preset, _child(command, run_dir), operators=json.loads((run_dir / "metrics.json").read_text())
-                     .get("operators"))
+        metrics, wall = run_trainer("content", f"config/content/ml100k/{preset}.gin", run_dir,
+                                    [f"fit.max_steps = {args.steps}", f"fit.batch_size = {args.batch_size}",
+                                     f"fit.eval_every_steps = {every}", "fit.eval_every_epochs = 1000"])
+        line = _line(preset, metrics, wall, operators=metrics.get("operators"))
         print(json.dumps(line), flush=True)
         lines.append(line)
     if not args.no_sasrec:
         for masked in (True, False):
             run_dir = work / f"sasrec_mask{int(masked)}"
-            command = [sys.executable, "genrec/trainers/sasrec_trainer.py", args.sasrec_config, "--run-dir",
-                       str(run_dir), "--gin", f"experiment.mask_history = {masked}"]
-            line = _line("sasrec", _child(command, run_dir), config=args.sasrec_config)
+            metrics, wall = run_trainer("sasrec", args.sasrec_config, run_dir, [f"experiment.mask_history = {masked}"])
+            line = _line("sasrec", metrics, wall, config=args.sasrec_config)
             print(json.dumps(line), flush=True)
             lines.append(line)
 

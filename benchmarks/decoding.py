@@ -36,7 +36,6 @@ sys.path.insert(0, str(REPO))
 
 from genrec.data import load_dataset  # noqa: E402
 from genrec.models.lcrec import LCRec  # noqa: E402
-from genrec.semantic_ids import SemanticIDs  # noqa: E402
 
 
 def _hf(model: LCRec, prompts: dict, num_beams: int, prefix_fn: bool):

@@ -34,7 +34,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gin  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from genrec.config import parse_gin  # noqa: E402

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ from genrec.data import load_dataset  # noqa: E402
 from genrec.llm.tasks import TaskData  # noqa: E402
 from genrec.models.lcrec import LCRec, lora_settings  # noqa: E402
 from genrec.trainers.lcrec_trainer import ensure_semantic_ids  # noqa: E402
+from trainer_run import run_trainer  # noqa: E402  (benchmarks/, this script's folder)
 
 SEMANTIC_IDS, RQVAE = "runs/rqvae/ml100k/semantic_ids.json", "config/rqvae/ml100k.gin"
 
@@ -100,14 +100,7 @@ def throughput(lora: bool, batch_size: int, steps: int, seed: int = 2020) -> dic
 
 def train(trainer: str, config: str, run_dir: Path, bindings: list[str]) -> dict:
     """Runs one trainer in a child process; its metrics, wall time and peak memory."""
-    command = [sys.executable, f"genrec/trainers/{trainer}_trainer.py", config, "--run-dir", str(run_dir)]
-    command += [arg for binding in bindings for arg in ("--gin", binding)]
-    start = time.perf_counter()
-    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics, wall = run_trainer(trainer, config, run_dir, bindings)
     test = metrics["test"]
     row = {"test_ndcg@10": round(test["ndcg@10"], 4), "test_recall@10": round(test["recall@10"], 4),
            "valid_ndcg@10": round(metrics["valid"]["ndcg@10"], 4), "wall_seconds": round(wall, 1),

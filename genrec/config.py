@@ -21,15 +21,17 @@ Strictness (STYLE.md, lesson 2):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tokenize
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import gin
 
-__all__ = ["ConfigError", "parse_args", "parse_gin", "check_all_bindings_used", "default_run_dir", "run"]
+__all__ = ["ConfigError", "check_all_bindings_used", "default_run_dir", "isolated_config", "parse_args", "parse_gin",
+           "run"]
 
 
 class ConfigError(ValueError):
@@ -92,6 +94,31 @@ def parse_gin(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> None
             gin.parse_config(binding)
         except Exception as err:
             raise ConfigError(_format_gin_error(f"binding {binding!r}", err)) from err
+
+
+@contextlib.contextmanager
+def isolated_config(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> Iterator[None]:
+    """Runs the block under a gin configuration of its own (``files`` then ``bindings``, as
+    :func:`parse_gin`), then restores the caller's configuration, operative record included.
+
+    One process can so run a second entry point with its own config file, e.g. a model trainer that
+    builds missing semantic IDs with an RQ-VAE config (:func:`genrec.semantic_ids.build_semantic_ids`)
+    whose ``fit.*`` bindings must not mix with the model's.
+    """
+    state = gin.config  # gin has no public way to save and restore a configuration
+    saved = ({key: dict(params) for key, params in state._CONFIG.items()},
+             {key: dict(params) for key, params in state._OPERATIVE_CONFIG.items()},
+             set(state._IMPORTS), dict(state._SINGLETONS))
+    try:
+        parse_gin(files, bindings)
+        yield
+    finally:
+        gin.clear_config()
+        config, operative, imports, singletons = saved
+        state._CONFIG.update(config)
+        state._OPERATIVE_CONFIG.update(operative)
+        state._IMPORTS.update(imports)
+        state._SINGLETONS.update(singletons)
 
 
 def check_all_bindings_used() -> None:

@@ -172,6 +172,24 @@ def compute_metrics(ranks: torch.Tensor | np.ndarray, ks: Sequence[int] = KS) ->
     return {f"{name}@{k}": fn(ranks, k) for name, fn in METRICS.items() for k in ks}
 
 
+def list_health(lists: Sequence[torch.Tensor]) -> dict[str, float]:
+    """``valid_item_rate`` and ``duplicate_rate`` of ranked lists of item indices.
+
+    ``valid_item_rate`` = share of list entries that are catalogue items (index > 0; -1 marks an
+    entry a generative model could not fill); ``duplicate_rate`` = share of entries that repeat an
+    earlier entry of the same list.
+
+    Args:
+        lists: LongTensors [b, K] of item indices, best first (several batches).
+    """
+    items = torch.cat([torch.as_tensor(x) for x in lists]) if lists else torch.zeros(0, 1, dtype=torch.long)
+    valid = items > 0
+    ordered, _ = items.sort(dim=1)
+    repeats = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] > 0)
+    total = max(items.numel(), 1)
+    return {"valid_item_rate": float(valid.sum()) / total, "duplicate_rate": float(repeats.sum()) / total}
+
+
 def _as_ranks(ranks: torch.Tensor | np.ndarray) -> np.ndarray:
     """Ranks as a non-empty 1-D int64 numpy array; raises ValueError otherwise."""
     if isinstance(ranks, torch.Tensor):

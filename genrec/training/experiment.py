@@ -31,7 +31,7 @@ import torch
 
 from genrec.data import ItemCatalog, Interactions, Split, load_dataset
 from genrec.data.splits import EvalSet
-from genrec.evaluation import Evaluator, evaluate_together
+from genrec.evaluation import Evaluator, evaluate_together, list_health
 from genrec.evaluation.protocols import PROTOCOLS
 
 __all__ = ["Experiment", "experiment"]
@@ -56,6 +56,37 @@ class Experiment:
     @property
     def num_items(self) -> int:
         return self.interactions.num_items
+
+    def evaluate_model(self):
+        """The ``evaluate(model, which, accelerator)`` callable of :func:`genrec.training.fit` for any
+        :class:`~genrec.models.base.Recommender`.
+
+        A scoring model is ranked by ``model.score(histories, users)`` (as float32) under the main
+        protocol and every extra one (:meth:`evaluate_scores`). A generative model (``generative =
+        True``) is ranked by its lists ``model.recommend_indices(histories, k=max(ks), users=users)``
+        under the full protocol, and its metrics gain ``valid_item_rate`` and ``duplicate_rate``
+        (:func:`genrec.evaluation.list_health`, averaged over processes).
+        """
+        score_evaluate = self.evaluate_scores(lambda model, users, histories: model.score(histories, users).float())
+
+        def evaluate(model, which, accelerator):
+            if not getattr(model, "generative", False):
+                return score_evaluate(model, which, accelerator)
+            evaluator, lists = self.evaluators[which], []
+
+            def recommend(users, histories):
+                items, _ = model.recommend_indices(histories, k=max(evaluator.ks), users=users)
+                lists.append(items.cpu())
+                return items
+
+            metrics = evaluator.evaluate_ranked(recommend, accelerator)
+            health = list_health(lists)
+            if accelerator is not None and accelerator.num_processes > 1:
+                values = torch.tensor(list(health.values()), device=accelerator.device)
+                health = dict(zip(health, accelerator.reduce(values, "mean").tolist()))
+            return {**metrics, **health}
+
+        return evaluate
 
     def evaluate_scores(self, score: Callable[[torch.nn.Module, np.ndarray, list[np.ndarray]], torch.Tensor]):
         """An ``evaluate(model, which, accelerator)`` callable for the training loop.

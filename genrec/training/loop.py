@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import resource
 import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,10 +55,15 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from genrec.config import check_all_bindings_used
-from genrec.training.checkpoint import (atomic_write_text, load_checkpoint, load_tensors, load_trainable_state,
-                                        save_checkpoint, save_tensors, trainable_state_dict)
+from genrec.io import atomic_write_text
+from genrec.training.checkpoint import (load_checkpoint, load_tensors, load_trainable_state, save_checkpoint,
+                                        save_tensors, trainable_state_dict)
 
-__all__ = ["fit", "lr_lambda", "peak_memory", "seed_everything"]
+__all__ = ["fit", "lr_lambda", "peak_memory", "seed_everything", "single_process"]
+
+DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                   "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE", "TORCHELASTIC_RUN_ID")
+"""Environment variables through which torchrun / accelerate launch tell a process it is one of many."""
 
 Evaluate = Callable[[torch.nn.Module, str, Accelerator], dict[str, Any]]
 
@@ -68,6 +75,28 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def single_process() -> Iterator[None]:
+    """Runs the block as a single-process job even inside a multi-process launch.
+
+    The launcher's environment (:data:`DISTRIBUTED_ENV`, ``ACCELERATE_*``) is hidden and accelerate's
+    process state reset on entry and on exit, so a :func:`fit` inside the block (e.g. building
+    semantic IDs once, under a lock, before a model's distributed training) trains alone, and the
+    next :func:`fit` after it sees the launch again. No process group may be open on entry.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        raise RuntimeError("single_process() needs no open process group; run it before the first fit")
+    saved = {k: v for k, v in os.environ.items() if k in DISTRIBUTED_ENV or k.startswith("ACCELERATE_")}
+    for key in saved:
+        del os.environ[key]
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+        AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -153,6 +182,7 @@ def fit(
     mode: str = "max",
     log_every_steps: int = 10,
     num_workers: int = 0,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Trains ``model``, selects the best validation checkpoint, evaluates test once.
 
@@ -184,6 +214,8 @@ def fit(
         mode: ``max`` (the default, e.g. NDCG) or ``min`` (e.g. a loss): which direction is better.
         log_every_steps: optimizer steps between ``log.jsonl`` records.
         num_workers: DataLoader workers.
+        compile: train through ``torch.compile`` of the model (evaluation and checkpoints use the
+            model itself); worth it on a GPU for LLM fine-tuning, slower to start everywhere.
 
     Returns:
         The dictionary written to ``metrics.json``.
@@ -213,9 +245,12 @@ def fit(
     total_steps = min(max_steps or sys.maxsize, steps_per_epoch * max_epochs)
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, betas=tuple(betas))
+    fused = accelerator.device.type == "cuda"  # one kernel for all parameters; CPU keeps the reference path
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, betas=tuple(betas),
+                                  **({"fused": True} if fused else {}))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule, warmup_steps, total_steps))
     wrapped, optimizer = accelerator.prepare(model, optimizer)
+    train_model = torch.compile(wrapped) if compile else wrapped  # shares the parameters of ``wrapped``
 
     log = _Log(run_dir / "log.jsonl", main)
     ckpt_path = run_dir / "checkpoint.safetensors"
@@ -255,55 +290,70 @@ def fit(
                           f"{' (best)' if improved else ''}")
         return patience is not None and state["bad_evals"] >= patience
 
+    def validate_and_checkpoint(stop: bool) -> bool:
+        """Checks the pending losses, validates, records the time and checkpoints; returns whether to stop."""
+        flush_losses()
+        stop = validate() or stop
+        state["train_seconds"] = time.perf_counter() - t_start - state["eval_seconds"]
+        state["done"] = stop
+        checkpoint()
+        return stop
+
+    pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) not yet read back from the device
+    running: list[float] = []
+
+    def flush_losses() -> None:
+        """Reads pending losses back from the device at once (one sync), failing on a non-finite one."""
+        if not pending:
+            return
+        values = torch.stack([loss for _, loss in pending]).float().cpu().tolist()
+        for (step, _), loss in zip(pending, values):
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss is {loss} at step {step}. Lower fit.learning_rate (now {learning_rate}), "
+                    f"keep fit.grad_clip set, or use fit.mixed_precision = 'no'; the last good checkpoint "
+                    f"is {ckpt_path}.")
+        running.extend(values)
+        pending.clear()
+        bar.set_postfix(loss=f"{values[-1]:.4f}", epoch=state["epoch"])
+
     t_start = time.perf_counter() - state["train_seconds"] - state["eval_seconds"]
     bar = tqdm(total=total_steps, initial=state["step"], disable=not main, desc="train", dynamic_ncols=True)
     while not state["done"]:
         sampler.set_epoch(state["epoch"])
         wrapped.train()
-        micro, running = [], []
+        micro = []
+        flush_losses()
+        running.clear()  # a log record covers the steps of one epoch
         for i, batch in enumerate(loader):
             if i < state["batch"]:
                 continue  # done before an interruption
             micro.append(batch)
             if len(micro) < grad_accum_steps and i + 1 < len(loader):
                 continue
-            loss = _train_step(wrapped, micro, optimizer, scheduler, accelerator, grad_clip)
+            loss = _train_step(train_model, micro, optimizer, scheduler, accelerator, grad_clip)
             micro = []
             state["batch"], state["step"] = i + 1, state["step"] + 1
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss is {loss} at step {state['step']} (epoch {state['epoch']}). Lower "
-                    f"fit.learning_rate (now {learning_rate}), keep fit.grad_clip set, or use "
-                    f"fit.mixed_precision = 'no'; the last good checkpoint is {ckpt_path}.")
-            running.append(loss)
+            pending.append((state["step"], loss))
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", epoch=state["epoch"])
             if state["step"] % log_every_steps == 0:
+                flush_losses()
                 log.write(step=state["step"], epoch=state["epoch"], loss=float(np.mean(running)),
                           lr=scheduler.get_last_lr()[0])
-                running = []
+                running.clear()
             stop = state["step"] >= total_steps
             if eval_every_steps and state["step"] % eval_every_steps == 0:
-                stop = validate() or stop
-                state["train_seconds"] = time.perf_counter() - t_start - state["eval_seconds"]
-                state["done"] = stop
-                checkpoint()
+                stop = validate_and_checkpoint(stop)
             if stop and i + 1 < len(loader):  # the last batch falls through to the epoch's end
                 break
         else:  # epoch finished
             state.update(epoch=state["epoch"] + 1, batch=0)
             stop = state["epoch"] >= max_epochs or state["step"] >= total_steps
             if state["epoch"] % eval_every_epochs == 0 or stop:  # checkpoints come with validations
-                stop = validate() or stop
-                state["train_seconds"] = time.perf_counter() - t_start - state["eval_seconds"]
-                state["done"] = stop
-                checkpoint()
+                stop = validate_and_checkpoint(stop)
             continue
         if not state["done"]:  # stopped mid-epoch by max_steps or patience without a step-eval
-            validate()
-            state["train_seconds"] = time.perf_counter() - t_start - state["eval_seconds"]
-            state["done"] = True
-            checkpoint()
+            validate_and_checkpoint(True)
     bar.close()
 
     best, _ = load_tensors(run_dir / "best.safetensors")
@@ -341,16 +391,17 @@ def fit(
 
 
 def _train_step(model, micro: list[dict], optimizer, scheduler, accelerator: Accelerator,
-                grad_clip: float | None) -> float:
-    """One optimizer step over the micro-batches in ``micro``; returns their mean loss."""
+                grad_clip: float | None) -> torch.Tensor:
+    """One optimizer step over the micro-batches in ``micro``; returns their mean loss as a 0-d tensor
+    on the device (reading it back is left to the caller, so a GPU step never waits for the host)."""
     total = 0.0
     for j, batch in enumerate(micro):
-        batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = {k: v.to(accelerator.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         sync = j == len(micro) - 1
         with (nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
             _, loss = model(**batch)
             accelerator.backward(loss / len(micro))
-        total += loss.detach().float().item()
+        total = total + loss.detach().float()
     if grad_clip is not None:
         accelerator.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
@@ -360,10 +411,12 @@ def _train_step(model, micro: list[dict], optimizer, scheduler, accelerator: Acc
 
 
 def _evaluate(evaluate: Evaluate, wrapped, which: str, accelerator: Accelerator) -> dict[str, Any]:
+    """Evaluates the unwrapped model in eval mode and outside autocast, so scores are float32 on every
+    device (bf16 scores tie many items with the target, and ties rank it pessimistically)."""
     model = accelerator.unwrap_model(wrapped)
     model.eval()
     try:
-        with torch.inference_mode(), accelerator.autocast():
+        with torch.inference_mode():
             return evaluate(model, which, accelerator)
     finally:
         model.train()

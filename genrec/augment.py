@@ -31,7 +31,7 @@ holds the same items whatever was done before; each batch is written with one ``
 and ``fsync``-ed. A restarted run skips the items already in the file and regenerates the rest of
 their batches, so an interrupted run, resumed, writes the same descriptions as an uninterrupted
 one. A kill during a write can leave a torn last line (no newline): it is cut off on the next
-start. Any other unreadable line is an error naming the file and line. A lock (``fcntl.flock``)
+start. Any other unreadable line is an error naming the file and line. A lock (:func:`genrec.io.file_lock`)
 keeps two processes from appending to one file.
 """
 
@@ -39,14 +39,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +53,7 @@ import torch
 
 from genrec import assets
 from genrec.data import ItemCatalog, load_dataset
+from genrec.io import LockedError, file_lock, fingerprint, update_file
 from genrec.llm.pretrained import BUNDLED_LLM, load_causal_lm, resolve_llm
 
 __all__ = ["PROMPT", "AugmentError", "AugmentStats", "cache_path", "generate_descriptions", "load_descriptions",
@@ -127,9 +127,7 @@ def model_fingerprint(spec: str) -> str:
                            "save_pretrained wrote, a bundled model or a hub id")
     for file in files:
         digest.update(file.name.encode() + b"\0")
-        with open(file, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
+        update_file(digest, file)
     return digest.hexdigest()
 
 
@@ -137,7 +135,7 @@ def prompt_fingerprint(prompt: str, noun: str, system_prompt: str | None, max_ne
     """sha256 of everything besides the model that decides a description."""
     settings = {"prompt": prompt, "noun": noun, "system_prompt": system_prompt, "max_new_tokens": max_new_tokens,
                 "decoding": "greedy"}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    return fingerprint(settings)
 
 
 def cache_path(dataset: str, model: str = BUNDLED_LLM, prompt: str = PROMPT, noun: str | None = None,
@@ -341,17 +339,12 @@ def _generate(model, tokenizer, fmt, instructions: list[str], max_new_tokens: in
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive, non-blocking ``flock`` on ``<path>.lock`` for the duration of a run."""
-    lock_path = path.with_name(path.name + ".lock")
-    with open(lock_path, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AugmentError(f"{path}: another process is writing this description cache; wait for it to finish "
-                               "(or stop it) and run again") from None
-        try:
+    try:
+        with file_lock(path.with_name(path.name + ".lock"), blocking=False):
             yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    except LockedError:
+        raise AugmentError(f"{path}: another process is writing this description cache; wait for it to finish "
+                           "(or stop it) and run again") from None
 
 
 def _progress(total: int, enabled: bool):

@@ -19,6 +19,7 @@ GPT-2, Qwen2) with a real tokenizer, for tests and ablations.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 
 from genrec import assets
+from genrec.io import file_lock, fingerprint
 
 __all__ = ["BUNDLED_LLM", "convert_gguf", "load_causal_lm", "load_tokenizer", "resolve_llm", "tiny_causal_lm"]
 
@@ -37,42 +39,96 @@ BUNDLED_LLM = "bundled:smollm2-135m-instruct"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+CONVERSION_FORMAT = 2
+"""Version of what :func:`convert_gguf` writes; part of the cache key, bumped when the conversion changes
+(2: special tokens set from the GGUF metadata, producer recorded in the marker)."""
+
+SPECIAL_TOKENS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "pad_token": "padding_token_id",
+                  "unk_token": "unknown_token_id"}
+"""Tokenizer attribute -> GGUF metadata key ``tokenizer.ggml.<key>`` holding its token id."""
+
+
+def conversion_producer(asset: assets.Asset) -> dict:
+    """What a GGUF conversion depends on: the asset's sha256, the transformers version, the format.
+
+    Recorded as JSON in the converted folder's marker and hashed into its name, so a folder
+    converted by another transformers version (whose tokenizer and weight conversion can differ) is
+    never read as this one's.
+    """
+    import transformers
+
+    return {"asset": asset.name, "sha256": asset.sha256, "transformers": transformers.__version__,
+            "format": CONVERSION_FORMAT}
+
+
+def conversion_folder(asset: assets.Asset, root: str | Path | None = None) -> Path:
+    """``<root>/cache/llm/<name>-<sha256[:12]>-<producer key>``: where :func:`convert_gguf` puts ``asset``."""
+    root = Path(root) if root is not None else assets.data_dir()
+    key = fingerprint(conversion_producer(asset))[:12]
+    return root / "cache" / "llm" / f"{asset.name}-{asset.sha256[:12]}-{key}"
+
+
+def _is_converted(folder: Path, producer: dict) -> bool:
+    """Whether ``folder`` holds a complete conversion whose marker records exactly ``producer``."""
+    marker = folder / assets.MARKER
+    try:
+        return json.loads(marker.read_text()) == producer
+    except (OSError, ValueError):
+        return False
+
+
+def gguf_special_tokens(path: str | Path) -> dict[str, tuple[int, str]]:
+    """The special tokens that a GGUF file's metadata names: ``{"eos_token": (id, text), ...}``.
+
+    Reads ``tokenizer.ggml.{bos,eos,padding,unknown}_token_id`` and the token texts
+    ``tokenizer.ggml.tokens`` with the ``gguf`` package; keys that the file lacks are left out.
+    """
+    try:
+        from gguf import GGUFReader
+    except ImportError as err:
+        raise assets.AssetError(f"reading {path} needs the 'gguf' package ({err}); pip install gguf "
+                                "(it is a genrec dependency)") from err
+    fields = GGUFReader(str(path)).fields
+    tokens = fields.get("tokenizer.ggml.tokens")
+    special = {}
+    for attribute, key in SPECIAL_TOKENS.items():
+        field = fields.get(f"tokenizer.ggml.{key}")
+        if field is None or tokens is None:
+            continue
+        token_id = int(field.parts[field.data[0]][0])
+        special[attribute] = (token_id, bytes(tokens.parts[tokens.data[token_id]]).decode("utf-8"))
+    return special
+
+
 def convert_gguf(asset: assets.Asset, root: str | Path | None = None) -> Path:
     """The folder of the fp32 safetensors checkpoint converted from a GGUF asset (converted once).
+
+    The folder is keyed by :func:`conversion_producer` (asset sha256, transformers version,
+    conversion format), and its marker must record that producer, so a conversion made under another
+    transformers version is never reused: it is made again beside it. The tokenizer's bos, eos, pad
+    and unk tokens are set from the GGUF metadata (:func:`gguf_special_tokens`), whatever
+    transformers' GGUF loader guessed, and checked after the save.
 
     Args:
         asset: an asset of kind ``"gguf"`` whose single member is the ``.gguf`` file.
         root: cache root (default :func:`genrec.assets.data_dir`).
     """
-    root = Path(root) if root is not None else assets.data_dir()
-    dest = root / "cache" / "llm" / f"{asset.name}-{asset.sha256[:12]}"
-    if (dest / assets.MARKER).is_file():
+    producer = conversion_producer(asset)
+    dest = conversion_folder(asset, root)
+    if _is_converted(dest, producer):
         return dest
     source = assets.fetch(asset, root)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with assets._file_lock(dest.parent / f".{dest.name}.lock"):
-        if (dest / assets.MARKER).is_file():
+    with file_lock(dest.parent / f".{dest.name}.lock"):
+        if _is_converted(dest, producer):
             return dest
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         gguf = asset.files[0]
-        print(f"genrec: converting {asset.name} ({gguf}) to safetensors in {dest} (once)", file=sys.stderr)
+        print(f"genrec: converting {asset.name} ({gguf}) to safetensors in {dest} (once per transformers "
+              "version)", file=sys.stderr)
         work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
         try:
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
-                model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf, dtype=torch.float32)
-            except ImportError as err:
-                raise assets.AssetError(f"loading {asset.name} from GGUF needs the 'gguf' package ({err}); "
-                                        "pip install gguf (it is a genrec dependency)") from err
-            # The GGUF loader marks the model as quantized, which forbids saving; the weights are
-            # plain dequantised fp32 tensors, so drop the marker.
-            model.hf_quantizer = None
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
-            model.save_pretrained(work / "model")
-            tokenizer.save_pretrained(work / "model")
-            (work / "model" / assets.MARKER).write_text(asset.sha256 + "\n")
+            _convert(source, gguf, work / "model", asset.name)
+            (work / "model" / assets.MARKER).write_text(json.dumps(producer, sort_keys=True) + "\n")
             if dest.exists():
                 shutil.rmtree(dest)
             os.rename(work / "model", dest)
@@ -81,9 +137,50 @@ def convert_gguf(asset: assets.Asset, root: str | Path | None = None) -> Path:
     return dest
 
 
-def resolve_llm(spec: str) -> str:
-    """The ``from_pretrained`` argument for ``spec`` (bundled name, local folder or hub id)."""
-    return assets.resolve_pretrained(spec)
+def _convert(source: Path, gguf: str, out: Path, name: str) -> None:
+    """Dequantises ``source/gguf`` into a safetensors model + tokenizer folder ``out``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf, dtype=torch.float32)
+    except ImportError as err:
+        raise assets.AssetError(f"loading {name} from GGUF needs the 'gguf' package ({err}); "
+                                "pip install gguf (it is a genrec dependency)") from err
+    special = gguf_special_tokens(source / gguf)
+    for attribute, (token_id, text) in special.items():
+        if tokenizer.convert_tokens_to_ids(text) != token_id:
+            raise assets.AssetError(f"{name}: the GGUF names token {token_id} {text!r} as {attribute}, but the "
+                                    f"converted tokenizer maps {text!r} to {tokenizer.convert_tokens_to_ids(text)}")
+        setattr(tokenizer, attribute, text)
+        for config in (model.config, getattr(model, "generation_config", None)):
+            if config is not None and attribute != "unk_token":
+                setattr(config, f"{attribute}_id", token_id)
+    # The GGUF loader marks the model as quantized, which forbids saving; the weights are
+    # plain dequantised fp32 tensors, so drop the marker.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    saved = AutoTokenizer.from_pretrained(out)
+    wrong = {attribute: getattr(saved, f"{attribute}_id") for attribute, (token_id, _) in special.items()
+             if getattr(saved, f"{attribute}_id") != token_id}
+    if wrong:
+        raise assets.AssetError(f"{name}: the saved tokenizer has {wrong}, the GGUF says "
+                                f"{ {a: special[a][0] for a in wrong} }; report this with your transformers version")
+
+
+def resolve_llm(spec: str, root: str | Path | None = None) -> str:
+    """The ``from_pretrained`` argument for ``spec`` (bundled name, local folder or hub id).
+
+    A bundled GGUF model is converted once (:func:`convert_gguf`) and its folder returned; other
+    specs go through :func:`genrec.assets.resolve_pretrained` (fetch a bundled folder, else unchanged).
+    """
+    asset = assets.bundled_asset(spec)
+    if asset is not None and asset.kind == "gguf":
+        return str(convert_gguf(asset, root))
+    return assets.resolve_pretrained(spec, root)
 
 
 def load_tokenizer(spec: str):

@@ -71,7 +71,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from genrec.llm.pretrained import BUNDLED_LLM, load_causal_lm
-from genrec.training.checkpoint import atomic_write_text, load_tensors, save_tensors
+from genrec.io import atomic_write_text
+from genrec.training.checkpoint import load_tensors, save_tensors
 
 __all__ = ["CLLM4Rec", "UserSequenceWindows", "TUNINGS", "LORA_DEFAULTS"]
 

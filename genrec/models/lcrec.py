@@ -39,10 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.decoding import PrefixTrie, TrieLogitsProcessor, constrained_beam_search
+from genrec.io import atomic_write_text
 from genrec.llm.pretrained import BUNDLED_LLM, load_causal_lm, load_tokenizer
 from genrec.llm.tasks import PromptFormat, seqrec_instruction
 from genrec.semantic_ids import SemanticIDs
-from genrec.training.checkpoint import atomic_write_text
 
 __all__ = ["LCRec", "code_token", "lora_settings"]
 

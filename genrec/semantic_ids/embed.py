@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import sys
-from pathlib import Path
 
 import gin
 import numpy as np
@@ -27,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genrec import assets
+from genrec.llm.pretrained import resolve_llm
 
 __all__ = ["embed_texts", "embedding_cache_key"]
 
@@ -34,12 +34,7 @@ __all__ = ["embed_texts", "embedding_cache_key"]
 def embedding_cache_key(model: str, texts: list[str], max_length: int, normalize: bool) -> str:
     """24 hex digits identifying (model files, pooling settings, texts)."""
     digest = hashlib.sha256()
-    identity = {"model": model, "max_length": max_length, "normalize": normalize, "pooling": "mean"}
-    if model.startswith(assets.BUNDLED) and model[len(assets.BUNDLED):] in assets.ASSETS:
-        identity["sha256"] = assets.ASSETS[model[len(assets.BUNDLED):]].sha256
-    elif Path(model).is_dir():
-        identity["files"] = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                                   for p in Path(model).iterdir() if p.is_file())
+    identity = {**assets.model_identity(model), "max_length": max_length, "normalize": normalize, "pooling": "mean"}
     digest.update(json.dumps(identity, sort_keys=True).encode())
     for text in texts:
         encoded = text.encode("utf-8")
@@ -106,7 +101,7 @@ def _encode(texts: list[str], model: str, batch_size: int, max_length: int, norm
             device: str | None) -> np.ndarray:
     from transformers import AutoModel, AutoTokenizer
 
-    source = assets.resolve_pretrained(model)
+    source = resolve_llm(model)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)

@@ -26,9 +26,9 @@ import gin
 import numpy as np
 import torch
 
-from genrec import assets
 from genrec.config import ConfigError, run
 from genrec.data import SPLITS, Interactions
+from genrec.io import file_lock
 from genrec.llm.tasks import TaskData
 from genrec.models.lcrec import LCRec, lora_settings
 from genrec.semantic_ids import SemanticIDs
@@ -52,7 +52,7 @@ def ensure_semantic_ids(path: str | Path, rqvae_config: str | None, interactions
             raise ConfigError(f"semantic IDs {path} do not exist and train_lcrec.rqvae_config is None; build them "
                               "with genrec/trainers/rqvae_trainer.py or name an RQ-VAE config")
         path.parent.mkdir(parents=True, exist_ok=True)
-        with assets._file_lock(path.parent / ".build.lock"):
+        with file_lock(path.parent / ".build.lock"):
             if not path.is_file():
                 _build_semantic_ids(path, rqvae_config)
     return SemanticIDs.load(path, interactions)

@@ -5,14 +5,14 @@ optimizer state, scheduler state, the RNG states of python, numpy and torch, and
 state (epoch, step, best metric, patience). Tensors go into the safetensors body; everything else
 is JSON in the safetensors metadata. Loading therefore never executes code.
 
-Files are written to a temporary name in the same folder and renamed over the target, so a kill at
-any moment leaves either the previous checkpoint or the new one, never a torn file.
+Files are written to a temporary name in the same folder and renamed over the target
+(:func:`genrec.io.atomic_path`), so a kill at any moment leaves either the previous checkpoint or the
+new one, never a torn file.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -22,29 +22,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-__all__ = ["atomic_write_text", "save_tensors", "load_tensors", "save_checkpoint", "load_checkpoint",
+from genrec.io import atomic_path
+
+__all__ = ["save_tensors", "load_tensors", "save_checkpoint", "load_checkpoint",
            "rng_state", "set_rng_state", "trainable_state_dict", "load_trainable_state"]
-
-
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    tmp = _tmp_path(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
     """Atomically saves tensors (made contiguous, on CPU) and JSON metadata to a safetensors file."""
-    path = Path(path)
-    tmp = _tmp_path(path)
     body, seen = {}, set()
     for key, value in tensors.items():
         value = value.detach().to("cpu").contiguous()
@@ -53,11 +38,8 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
         seen.add(value.data_ptr())
         body[key] = value
     meta = {"genrec": json.dumps(metadata or {})}
-    try:
+    with atomic_path(path) as tmp:
         save_file(body, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

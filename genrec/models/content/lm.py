@@ -40,6 +40,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from genrec import assets
+from genrec.io import file_lock
+from genrec.llm.pretrained import resolve_llm
 from genrec.models.content.content_ops import ContentOperator
 from genrec.models.content.layers import masked_mean
 from genrec.models.content.text import load_text_tokenizer, tokenize_items
@@ -54,20 +56,9 @@ class _Captured(Exception):
     """Stops a forward pass once the frozen layers' output has been captured."""
 
 
-def _model_identity(spec: str) -> dict:
-    identity: dict = {"model": spec}
-    name = spec[len(assets.BUNDLED):] if spec.startswith(assets.BUNDLED) else None
-    if name in assets.ASSETS:
-        identity["sha256"] = assets.ASSETS[name].sha256
-    elif Path(spec).is_dir():
-        identity["files"] = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                                   for p in Path(spec).iterdir() if p.is_file())
-    return identity
-
-
 def layer_cache_key(model: str, layer: int, texts: list[str], token_ids: torch.Tensor, mask: torch.Tensor) -> str:
     """24 hex digits identifying (model files, frozen layer count, texts, token ids)."""
-    digest = hashlib.sha256(json.dumps({**_model_identity(model), "layer": layer, "dtype": "float32",
+    digest = hashlib.sha256(json.dumps({**assets.model_identity(model), "layer": layer, "dtype": "float32",
                                         "shape": list(token_ids.shape)}, sort_keys=True).encode())
     for text in texts:
         encoded = text.encode("utf-8")
@@ -124,7 +115,7 @@ class PretrainedLMContent(ContentOperator):
         self.register_buffer("token_ids", ids, persistent=False)
         self.register_buffer("token_mask", mask, persistent=False)
         try:
-            backbone = AutoModel.from_pretrained(assets.resolve_pretrained(path), dtype=torch.float32)
+            backbone = AutoModel.from_pretrained(resolve_llm(path), dtype=torch.float32)
         except OSError as err:
             raise OSError(f"could not load the language model {path!r} ({err}); use 'bundled:all-minilm-l6-v2', "
                           "'bundled:smollm2-135m-instruct', a local folder, or a hub id with network access") from err
@@ -224,7 +215,7 @@ class PretrainedLMContent(ContentOperator):
                 pass
             print(f"genrec: ignoring unreadable layer cache {path}; rebuilding it", file=sys.stderr)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with assets._file_lock(path.with_name(f".{path.name}.lock")):  # one builder among processes
+        with file_lock(path.with_name(f".{path.name}.lock")):  # one builder among processes
             if not path.is_file():
                 self._build_cache(path, shape, batch_size)
         return np.load(path, mmap_mode="r")

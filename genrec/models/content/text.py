@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from genrec import assets
+from genrec.llm.pretrained import resolve_llm
 
 __all__ = ["DEFAULT_TOKENIZER", "compact_vocabulary", "load_text_tokenizer", "tokenize_items"]
 
@@ -30,7 +30,7 @@ def load_text_tokenizer(spec: str):
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(assets.resolve_pretrained(spec))
+        tokenizer = AutoTokenizer.from_pretrained(resolve_llm(spec))
     except OSError as err:
         raise OSError(f"could not load the tokenizer {spec!r} ({err}); use 'bundled:all-minilm-l6-v2', a local "
                       "folder, or a hub id with network access") from err

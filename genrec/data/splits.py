@@ -19,16 +19,27 @@ names the user and the fix, never a silent drop.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from genrec.data.interactions import Interactions
-
 MIN_LENGTH = 3
+
+
+class UserSequences(Protocol):
+    """What a split reads: :class:`genrec.data.Interactions` is one (this module does not import it).
+
+    Attributes:
+        name: dataset name, for messages.
+        user_ids: raw user ids, for messages.
+        sequences: per user index, the time-ordered item indices.
+    """
+
+    name: str
+    user_ids: Sequence[str]
+    sequences: Sequence[np.ndarray]
 
 
 @dataclass
@@ -66,7 +77,7 @@ class Split:
     test: EvalSet
 
 
-def leave_one_out(interactions: Interactions, max_history: int | None = None) -> Split:
+def leave_one_out(interactions: UserSequences, max_history: int | None = None) -> Split:
     """Last item = test, second-last = valid, the rest = train (see the module docstring)."""
     _check(interactions, "loo", max_history)
     sequences = interactions.sequences
@@ -76,7 +87,7 @@ def leave_one_out(interactions: Interactions, max_history: int | None = None) ->
     return Split("loo", [sequence[:-2] for sequence in sequences], valid, test)
 
 
-def ratio_split(interactions: Interactions, max_history: int | None = None) -> Split:
+def ratio_split(interactions: UserSequences, max_history: int | None = None) -> Split:
     """Per-user chronological 80/10/10 with h = max(1, floor(0.1 n)) valid and test items each."""
     _check(interactions, "ratio", max_history)
     train, valid_rows, test_rows, valid_users, test_users = [], [], [], [], []
@@ -107,7 +118,7 @@ def _history_start(position: int, max_history: int | None) -> int:
     return 0 if max_history is None else max(0, position - max_history)
 
 
-def _check(interactions: Interactions, split: str, max_history: int | None) -> None:
+def _check(interactions: UserSequences, split: str, max_history: int | None) -> None:
     if max_history is not None and max_history < 1:
         raise ValueError(f"max_history must be a positive number of items or None, got {max_history}")
     lengths = np.array([len(sequence) for sequence in interactions.sequences])

@@ -70,13 +70,11 @@ def main() -> None:
     if args.model:
         model = LCRec.from_pretrained(args.model)
     else:
-        from genrec.trainers.lcrec_trainer import ensure_semantic_ids
+        from genrec.semantic_ids import ensure_semantic_ids
 
         ids = ensure_semantic_ids(args.semantic_ids, args.rqvae_config, interactions)
         model = LCRec()
-        model.add_codebook_tokens(ids.levels, ids.codebook_sizes, init="mean", item_codes=ids.codes[1:],
-                                  item_texts=catalog.texts())
-        model.set_items(ids, interactions.item_ids)
+        model.attach(ids, init="mean", item_texts=catalog.texts())
     model = model.to(args.device).eval()
     histories = interactions.split("loo").test.histories[: args.users]
     batches = [model.prompts(histories[i:i + args.batch_size]) for i in range(0, len(histories), args.batch_size)]

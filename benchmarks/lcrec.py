@@ -40,8 +40,9 @@ sys.path.insert(0, str(REPO))
 
 from genrec.data import load_dataset  # noqa: E402
 from genrec.llm.tasks import TaskData  # noqa: E402
-from genrec.models.lcrec import LCRec, lora_settings  # noqa: E402
-from genrec.trainers.lcrec_trainer import ensure_semantic_ids  # noqa: E402
+from genrec.llm.lora import lora_settings  # noqa: E402
+from genrec.models.lcrec import LCRec  # noqa: E402
+from genrec.semantic_ids import ensure_semantic_ids  # noqa: E402
 from trainer_run import run_trainer  # noqa: E402  (benchmarks/, this script's folder)
 
 SEMANTIC_IDS, RQVAE = "runs/rqvae/ml100k/semantic_ids.json", "config/rqvae/ml100k.gin"
@@ -65,11 +66,9 @@ def throughput(lora: bool, batch_size: int, steps: int, seed: int = 2020) -> dic
     ids = ensure_semantic_ids(SEMANTIC_IDS, RQVAE, interactions)
     torch.manual_seed(seed)
     model = LCRec()
-    model.add_codebook_tokens(ids.levels, ids.codebook_sizes, init="mean", item_codes=ids.codes[1:],
-                              item_texts=catalog.texts())
-    model.set_items(ids, interactions.item_ids)
+    model.attach(ids, init="mean", item_texts=catalog.texts())
     if lora:
-        model.enable_lora(**lora_settings())
+        model.enable_lora(lora_settings())
     data = TaskData(interactions.split("loo").train, model.item_code_strings, catalog, model.format, seed=seed)
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)

@@ -16,8 +16,9 @@ import torch
 from genrec.data import load_dataset
 from genrec.llm import tiny_causal_lm
 from genrec.models import LCRec
-from genrec.semantic_ids import SemanticIDs, SemanticIDsError
-from genrec.trainers.lcrec_trainer import ensure_semantic_ids, list_health
+from genrec.evaluation import list_health
+from genrec.llm.lora import lora_settings
+from genrec.semantic_ids import SemanticIDs, SemanticIDsError, ensure_semantic_ids
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = [8, 8, 32]  # 2,048 code tuples for ml-100k's 1,682 items
@@ -47,9 +48,7 @@ def build(tiny, ml100k, semantic_ids, init="default", **kwargs):
     interactions, catalog = ml100k
     torch.manual_seed(0)
     model = LCRec(pretrained_path=tiny, num_beams=10, **kwargs)
-    model.add_codebook_tokens(semantic_ids.levels, semantic_ids.codebook_sizes, init=init,
-                              item_codes=semantic_ids.codes[1:], item_texts=catalog.texts())
-    model.set_items(semantic_ids, interactions.item_ids)
+    model.attach(semantic_ids, init=init, item_texts=catalog.texts())
     return model.eval()
 
 
@@ -108,10 +107,12 @@ def test_both_decoders_return_the_same_distinct_catalogue_items(model, ml100k):
 def test_recommend_maps_raw_ids_and_refuses_bad_histories(model, ml100k):
     interactions, _ = ml100k
     raw = [[interactions.item_ids[i] for i in h] for h in HISTORIES[:2]]
-    lists, scores = model.recommend(raw, k=5)
-    assert scores.shape == (2, 5) and all(len(row) == 5 for row in lists)
-    indices, _ = model.recommend_indices(HISTORIES[:2], k=5)
-    assert lists == [[interactions.item_ids[i] for i in row] for row in indices.tolist()]
+    lists = model.recommend(raw, k=5)
+    assert all(len(row) == 5 for row in lists)
+    indices, scores = model.recommend_indices(HISTORIES[:2], k=5)
+    assert [[item for item, _ in row] for row in lists] == [[interactions.item_ids[i] for i in row]
+                                                             for row in indices.tolist()]
+    assert [[score for _, score in row] for row in lists] == scores.tolist()
     with pytest.raises(ValueError, match="unknown item id 'no-such-film'"):
         model.recommend([["no-such-film"]])
     with pytest.raises(ValueError, match="history 1 is empty"):
@@ -141,7 +142,7 @@ def test_lora_trains_adapters_and_new_rows_only_and_round_trips(tiny, ml100k, se
     new = torch.as_tensor(np.unique(table[table >= 0]))
     before = model.llm.get_input_embeddings().weight.detach().clone()
     frozen = {n: p.detach().clone() for n, p in model.llm.named_parameters() if "layers.0.mlp" in n}
-    model.enable_lora(r=4, alpha=8, dropout=0.0)
+    model.enable_lora(lora_settings(r=4, alpha=8, dropout=0.0))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n or "trainable_tokens" in n for n in trainable)
     model.train()
@@ -171,7 +172,7 @@ def test_lora_trains_adapters_and_new_rows_only_and_round_trips(tiny, ml100k, se
 
 def test_lora_with_gradient_checkpointing_gets_gradients(tiny, ml100k, semantic_ids):
     model = build(tiny, ml100k, semantic_ids, gradient_checkpointing=True)
-    model.enable_lora(r=4, alpha=8, dropout=0.0)
+    model.enable_lora(lora_settings(r=4, alpha=8, dropout=0.0))
     model.train()
     _, loss = model(**model.format.encode(["Recommend.", "Again."], [model.item_code_strings[4], "Heat"]))
     loss.backward()
@@ -182,21 +183,50 @@ def test_lora_with_gradient_checkpointing_gets_gradients(tiny, ml100k, semantic_
 
 def test_semantic_ids_must_fit_the_model_and_the_data(model, tiny, ml100k, semantic_ids, tmp_path):
     interactions, _ = ml100k
-    other = SemanticIDs(semantic_ids.codes, [8, 8, 64], semantic_ids.dataset, semantic_ids.fingerprint)
-    with pytest.raises(ValueError, match="codebook sizes"):
-        model.set_items(other, interactions.item_ids)
+    other = SemanticIDs(semantic_ids.codes, [8, 8, 64], semantic_ids.dataset, semantic_ids.fingerprint,
+                        semantic_ids.item_ids)
+    with pytest.raises(ValueError, match="vocabulary disagrees with the IDs"):
+        model.attach(other)
     # a file made for other data (here: ml-100k filtered to ratings >= 4) is refused by the trainer
     filtered, _ = load_dataset("ml-100k", min_rating=4)
     flat = np.random.default_rng(1).permutation(np.prod(SIZES))[: filtered.num_items]
     foreign = SemanticIDs.from_codes(np.stack(np.unravel_index(flat, SIZES), axis=1), SIZES, filtered)
-    foreign.save(tmp_path / "semantic_ids.json", filtered.item_ids)
+    foreign.save(tmp_path / "semantic_ids.json")
     with pytest.raises(SemanticIDsError, match="made for other data"):
         ensure_semantic_ids(tmp_path / "semantic_ids.json", None, interactions)
     from genrec.config import ConfigError
-    with pytest.raises(ConfigError, match="rqvae_config is None"):
+    with pytest.raises(ConfigError, match="no RQ-VAE config is named"):
         ensure_semantic_ids(tmp_path / "missing" / "semantic_ids.json", None, interactions)
     with pytest.raises(ValueError, match="no items yet"):
         LCRec(pretrained_path=tiny).prompts(HISTORIES)
+
+
+def test_seed_style_api_generates_only_catalogue_items(tiny, ml100k):
+    """The seed's API: a model, its codebook tokens, then HF-style ``generate`` returning only items."""
+    interactions, _ = ml100k
+    model = LCRec(pretrained_path=tiny)
+    table = model.add_codebook_tokens(num_codebooks=5, codebook_size=256)
+    assert table.shape == (5, 256) and len(np.unique(table)) == 5 * 256
+    rng = np.random.default_rng(4)
+    codes = np.unique(rng.integers(0, 256, size=(3 * interactions.num_items, 5)), axis=0)
+    codes = codes[rng.permutation(len(codes))[: interactions.num_items]]
+    model.attach(SemanticIDs.from_codes(codes, [256] * 5, interactions))
+    prompt = model.tokenizer(["Recommend a film."], return_tensors="pt")
+    items, scores = model.generate(input_ids=prompt["input_ids"], max_new_tokens=6, num_beams=4)
+    assert items.shape == (1, 4) and ((items >= 1) & (items <= interactions.num_items)).all()
+    assert len(set(items[0].tolist())) == 4 and torch.isfinite(scores).all()
+    with pytest.raises(ValueError, match="cannot spell an item"):
+        model.generate(input_ids=prompt["input_ids"], max_new_tokens=3, num_beams=4)
+
+
+def test_a_saved_full_model_brings_its_codebook_tokens(model, tmp_path, semantic_ids):
+    model.save_pretrained(tmp_path / "saved")
+    again = LCRec(pretrained_path=str(tmp_path / "saved" / "llm"))
+    assert again.codebook_sizes == SIZES and again.settings["code_token_start"] == model.settings["code_token_start"]
+    wrong = SemanticIDs(semantic_ids.codes, [8, 8, 64], semantic_ids.dataset, semantic_ids.fingerprint,
+                        semantic_ids.item_ids)
+    with pytest.raises(ValueError, match="vocabulary disagrees"):
+        again.attach(wrong)
 
 
 def test_list_health():
@@ -227,4 +257,4 @@ def test_short_real_run_builds_semantic_ids_and_evaluates(tiny, tmp_path):
     assert metrics["eval_rows"] == {"valid": 20, "test": 20} and metrics["task_examples"]["seqrec"] == 200
     assert metrics["codebook_sizes"] == json.loads(ids.read_text())["codebook_sizes"]
     loaded = LCRec.from_pretrained(tmp_path / "run" / "model")
-    assert loaded.settings["lora"]["r"] == 8 and len(loaded.recommend([["50", "172"]], k=3)[0][0]) == 3
+    assert loaded.settings["lora"]["r"] == 8 and len(loaded.recommend([["50", "172"]], k=3)[0]) == 3

@@ -54,7 +54,7 @@ def test_short_run_writes_unique_ids_with_an_extra_level(append_run, ml100k):
     assert test["shared_label_ratio"] > 1  # items on one first code share genres more often than chance
 
     ids = SemanticIDs.load(run_dir / "semantic_ids.json", ml100k)
-    assert ids.num_items == ML100K_ITEMS and ids.levels == 4
+    assert ids.num_items == ML100K_ITEMS and ids.num_levels == 4
     assert ids.codebook_sizes == test["resolved_codebook_sizes"]
     assert len(np.unique(ids.codes[1:], axis=0)) == ML100K_ITEMS
     assert ids.codes[1:, 3].max() + 1 == test["max_collision_group"]
@@ -84,7 +84,7 @@ def test_sinkhorn_strategy_keeps_three_levels(tmp_path, ml100k):
     assert test["resolved_codebook_sizes"] == [64, 64, 64]
     assert test["changed_items"] >= EXACT_DUPLICATE_TEXTS
     ids = SemanticIDs.load(tmp_path / "sinkhorn" / "semantic_ids.json", ml100k)
-    assert ids.levels == 3 and ids.codebook_sizes == [64, 64, 64]
+    assert ids.num_levels == 3 and ids.codebook_sizes == [64, 64, 64]
     assert len(np.unique(ids.codes[1:], axis=0)) == ML100K_ITEMS
 
 

@@ -365,7 +365,7 @@ def saved(tmp_path, interactions=None):
     interactions = interactions or toy_interactions()
     ids = SemanticIDs.from_codes(TOY_CODES, [3, 4], interactions)
     path = tmp_path / "semantic_ids.json"
-    ids.save(path, interactions.item_ids)
+    ids.save(path)
     return path, ids
 
 
@@ -373,7 +373,7 @@ def test_from_codes_save_load_round_trip(tmp_path):
     interactions = toy_interactions()
     path, ids = saved(tmp_path, interactions)
     assert ids.codes.tolist() == [[-1, -1], [0, 1], [1, 0], [2, 3]]
-    assert (ids.levels, ids.num_items) == (2, 3)
+    assert (ids.num_levels, ids.num_items) == (2, 3)
     payload = json.loads(path.read_text())
     assert payload == {"items": {"a": [0, 1], "b": [1, 0], "c": [2, 3]}, "levels": 2, "codebook_sizes": [3, 4],
                        "dataset": "toy", "fingerprint": interactions.fingerprint()}
@@ -381,8 +381,31 @@ def test_from_codes_save_load_round_trip(tmp_path):
     assert loaded.codes.tolist() == ids.codes.tolist() and loaded.codes.dtype == np.int64
     assert loaded.codebook_sizes == [3, 4] and loaded.dataset == "toy"
     assert loaded.fingerprint == interactions.fingerprint()
-    with pytest.raises(ValueError, match="2 raw item ids for 3 items"):
-        ids.save(tmp_path / "other.json", interactions.item_ids[:3])
+    with pytest.raises(SemanticIDsError, match="2 raw item ids for 3 code rows"):
+        SemanticIDs(ids.codes, ids.codebook_sizes, ids.dataset, ids.fingerprint, ids.item_ids[:3])
+
+
+def test_read_needs_no_dataset_and_aligns_to_one(tmp_path):
+    interactions = toy_interactions()
+    path, ids = saved(tmp_path, interactions)
+    read = SemanticIDs.read(path)
+    assert read.item_ids == ["[PAD]", "a", "b", "c"] and read.codes.tolist() == ids.codes.tolist()
+    # the same items in another index order: rows follow the dataset's indices
+    shuffled = Interactions.from_log("toy", ["u1", "u1", "u2"], ["c", "a", "b"], np.array([1.0, 2.0, 3.0]))
+    moved = SemanticIDs(read.codes, read.codebook_sizes, read.dataset, shuffled.fingerprint(), read.item_ids)
+    aligned = moved.aligned(shuffled)
+    assert aligned.item_ids == list(shuffled.item_ids)
+    for row, raw in enumerate(shuffled.item_ids[1:], start=1):
+        assert aligned.codes[row].tolist() == read.codes[read.item_ids.index(raw)].tolist()
+
+
+def test_trie_walks_every_item_and_only_items(tmp_path):
+    _, ids = saved(tmp_path)
+    trie = ids.trie(offset=10, end_token=2)
+    assert trie.max_depth == 3 and len(trie) == 3
+    tokens = torch.as_tensor(np.hstack([ids.token_ids(10)[1:], np.full((3, 1), 2)]))
+    assert trie.values(trie.walk(tokens)).tolist() == [1, 2, 3]
+    assert trie.values(trie.walk(torch.tensor([[10, 13, 2]]))).tolist() == [-1]  # codes of no item
 
 
 def test_token_ids_offset_per_level(tmp_path):

@@ -6,9 +6,13 @@
   ``model.generate(logits_processor=...)``.
 - :func:`constrained_beam_search`: a deterministic batched beam search over the trie for models
   that expose a ``step_fn`` (with KV-cache reordering through ``beam_parents``).
+- :func:`decode_items` (:mod:`~genrec.decoding.causal_lm`): that search over a Hugging Face causal
+  LM with a prompt KV cache shared by the beams (tree attention), or HF ``generate`` + the processor.
 """
 
 from genrec.decoding.beam_search import StepFn, TrieLogitsProcessor, constrained_beam_search
+from genrec.decoding.causal_lm import DECODERS, causal_lm_beam_search, decode_items, hf_beam_search
 from genrec.decoding.trie import PrefixTrie
 
-__all__ = ["PrefixTrie", "StepFn", "TrieLogitsProcessor", "constrained_beam_search"]
+__all__ = ["DECODERS", "PrefixTrie", "StepFn", "TrieLogitsProcessor", "causal_lm_beam_search",
+           "constrained_beam_search", "decode_items", "hf_beam_search"]

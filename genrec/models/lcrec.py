@@ -6,22 +6,26 @@ semantic IDs to an LLM's vocabulary, ``<C{level}_{code}>``, and fine-tunes it on
 written in those tokens (:mod:`genrec.llm.tasks`). To recommend, the model reads a user's history
 as code tokens and beam-searches the next item's codes.
 
+    >>> model = LCRec()                                   # the bundled SmolLM2-135M-Instruct
+    >>> model.attach(SemanticIDs.read("runs/rqvae/ml100k/semantic_ids.json"))   # tokens, trie, item ids
+    >>> model.recommend([["50", "172", "133"]], k=10)     # [[(raw item id, score), ...]]
+
 Differences from the original code, on purpose:
 
 * Decoding is constrained by a prefix trie over the items' full token sequences (codes followed
   by the eos token), so every beam is a catalogue item and beams are distinct items; the original
-  only whitelists "any code of this level" and can emit tuples that name no item.
-* Beam search runs the prompt once per user and shares its KV cache across the K beams
-  (:meth:`LCRec.generate` with ``method="beam"``, the default); ``method="hf"`` runs HF ``generate``
-  with :class:`~genrec.decoding.TrieLogitsProcessor`. Both score a beam by the sum of its tokens'
-  log-probabilities, end token included, and return the same items.
+  only whitelists "any code of this level" and can emit tuples that name no item. The decoders
+  live in :mod:`genrec.decoding.causal_lm` (a prompt KV cache shared by the beams, or HF
+  ``generate`` with the trie's logits processor); both return the same items.
 * New token rows can start at the mean input embedding of the title tokens of the items that use
   the code (``init="mean"``), not at the default random rows.
-* LoRA (:meth:`LCRec.enable_lora`) trains the new token rows as well (and an untied output head),
-  which LoRA on the projections alone would leave frozen.
+* LoRA (:meth:`LCRec.enable_lora`, settings from :func:`genrec.llm.lora.lora_settings`) trains the
+  new token rows as well (and an untied output head), which LoRA on the projections alone would
+  leave frozen.
 
 A saved model (:meth:`save_pretrained`) is one folder: ``lcrec.json`` (settings), ``semantic_ids.json``,
-and ``llm/`` (the fine-tuned LLM and its tokenizer, or the LoRA adapter over the named base).
+and ``llm/`` (the fine-tuned LLM and its tokenizer, or the LoRA adapter over the named base);
+:meth:`from_pretrained` rebuilds it through the constructor and :meth:`attach`.
 
 Shapes: B batch, K beams, L prompt length, C code levels, V vocabulary, N items.
 """
@@ -29,33 +33,28 @@ Shapes: B batch, K beams, L prompt length, C code levels, V vocabulary, N items.
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import gin
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from genrec.decoding import PrefixTrie, TrieLogitsProcessor, constrained_beam_search
+from genrec.decoding import DECODERS, PrefixTrie, decode_items
 from genrec.io import atomic_write_text
+from genrec.llm.lora import apply_lora, lora_settings
 from genrec.llm.pretrained import BUNDLED_LLM, load_causal_lm, load_tokenizer
 from genrec.llm.tasks import PromptFormat, seqrec_instruction
+from genrec.models.base import Recommender
 from genrec.semantic_ids import SemanticIDs
 
-__all__ = ["LCRec", "code_token", "lora_settings"]
+__all__ = ["LCRec", "code_token"]
 
 SETTINGS = "lcrec.json"
-DECODERS = ("beam", "hf")
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-@gin.configurable
-def lora_settings(r: int = 8, alpha: int = 32, dropout: float = 0.05,
-                  target_modules: Sequence[str] = LORA_TARGETS) -> dict:
-    """The LoRA arguments of :meth:`LCRec.enable_lora` (LC-Rec's: r 8, alpha 32, dropout 0.05, all projections)."""
-    return dict(r=r, alpha=alpha, dropout=dropout, target_modules=list(target_modules))
+_CODE_TOKEN = re.compile(r"<C(\d+)_(\d+)>")
 
 
 def code_token(level: int, code: int) -> str:
@@ -63,12 +62,14 @@ def code_token(level: int, code: int) -> str:
     return f"<C{level}_{code}>"
 
 
-@gin.configurable(denylist=["settings"])
-class LCRec(nn.Module):
+@gin.configurable(denylist=["adapter"])
+class LCRec(Recommender):
     """A causal LLM with codebook tokens, trie-constrained generation and item recommendation.
 
     Args:
-        pretrained_path: ``bundled:smollm2-135m-instruct`` (default), a local folder or a hub id.
+        pretrained_path: ``bundled:smollm2-135m-instruct`` (default), a local folder or a hub id. A
+            folder whose tokenizer already has codebook tokens (a saved fine-tuned LC-Rec LLM)
+            brings them along: :meth:`attach` then only checks that the semantic IDs fit them.
         dtype: weight dtype, ``float32`` (default), ``bfloat16`` or ``float16``.
         random_init: the pretrained architecture and tokenizer with random weights (ablation).
         gradient_checkpointing: recompute activations in the backward pass (less memory, ~30% slower).
@@ -77,33 +78,63 @@ class LCRec(nn.Module):
         max_history: most recent history items in a recommendation prompt.
         num_beams: default beams for :meth:`recommend` (at least the requested ``k``).
         decoder: ``beam`` (our batched beam search with a shared prompt cache) or ``hf``.
+        adapter: a saved LoRA adapter folder (with its tokenizer) to load over ``pretrained_path``
+            (used by :meth:`from_pretrained`).
     """
+
+    generative = True
 
     def __init__(self, pretrained_path: str = BUNDLED_LLM, dtype: str = "float32", random_init: bool = False,
                  gradient_checkpointing: bool = False, system_prompt: str | None = None, max_length: int = 512,
-                 max_history: int = 20, num_beams: int = 20, decoder: str = "beam", settings: dict | None = None):
+                 max_history: int = 20, num_beams: int = 20, decoder: str = "beam", adapter: str | None = None):
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"unknown LCRec.decoder {decoder!r}; use one of {', '.join(DECODERS)}")
+        if max_history < 1 or num_beams < 1:
+            raise ValueError(f"LCRec.max_history and LCRec.num_beams must be >= 1, got {max_history} and {num_beams}")
         self.settings = dict(pretrained_path=pretrained_path, dtype=dtype, system_prompt=system_prompt,
                              max_length=max_length, max_history=max_history, num_beams=num_beams, decoder=decoder,
-                             codebook_sizes=None, lora=None, **(settings or {}))
+                             codebook_sizes=None, code_token_start=None, lora=None)
         self.llm, self.tokenizer = load_causal_lm(pretrained_path, dtype, random_init)
+        if adapter is not None:
+            from peft import PeftModel
+
+            self.tokenizer = load_tokenizer(str(adapter))
+            self.llm.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
+            self.llm = PeftModel.from_pretrained(self.llm, adapter)
         self.gradient_checkpointing = gradient_checkpointing
         if gradient_checkpointing:
             self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.llm.config.use_cache = False
         self.format = PromptFormat(self.tokenizer, system_prompt, max_length)
         self.semantic_ids: SemanticIDs | None = None
-        self.item_ids: list[str] | None = None
         self.trie: PrefixTrie | None = None
-        self._item_tokens: np.ndarray | None = None
+        self.item_code_strings: list[str] = []
+        self._find_codebook_tokens()
 
     # ------------------------------------------------------------------ vocabulary and items
 
     @property
     def codebook_sizes(self) -> list[int] | None:
         return self.settings["codebook_sizes"]
+
+    def _find_codebook_tokens(self) -> None:
+        """Takes over codebook tokens the tokenizer already has (consecutive ids, level by level)."""
+        found = {}
+        for token, index in self.tokenizer.get_added_vocab().items():
+            match = _CODE_TOKEN.fullmatch(token)
+            if match:
+                found[(int(match[1]), int(match[2]))] = index
+        if not found:
+            return
+        levels = max(level for level, _ in found) + 1
+        sizes = [1 + max((code for level_, code in found if level_ == level), default=-1) for level in range(levels)]
+        start = found.get((0, 0))
+        expected = [(level, code) for level, size in enumerate(sizes) for code in range(size)]
+        if start is None or [found.get(key) for key in expected] != list(range(start, start + len(expected))):
+            raise ValueError(f"the tokenizer of {self.settings['pretrained_path']} has codebook tokens that are not "
+                             "consecutive level by level; it was not saved by LCRec")
+        self.settings.update(codebook_sizes=sizes, code_token_start=start)
 
     def add_codebook_tokens(self, num_codebooks: int, codebook_size: int | Sequence[int], init: str = "default",
                             item_codes: np.ndarray | None = None, item_texts: Sequence[str] | None = None) -> np.ndarray:
@@ -122,7 +153,7 @@ class LCRec(nn.Module):
             int64 [C, max size] token id of each (level, code), -1 where a level has fewer codes.
         """
         sizes = [int(codebook_size)] * num_codebooks if np.isscalar(codebook_size) else [int(v) for v in codebook_size]
-        if len(sizes) != num_codebooks or min(sizes) < 1:
+        if len(sizes) != num_codebooks or min(sizes, default=0) < 1:
             raise ValueError(f"codebook_size must be one positive int or {num_codebooks} of them, got {codebook_size!r}")
         if self.codebook_sizes is not None:
             raise ValueError(f"codebook tokens are already added ({self.codebook_sizes}); build a new LCRec")
@@ -174,60 +205,56 @@ class LCRec(nn.Module):
             if untied:
                 output.weight[rows] = means.to(output.weight.dtype)
 
-    def set_items(self, semantic_ids: SemanticIDs, item_ids: Sequence[str]) -> None:
-        """Attaches the items: their code tokens, the decoding trie and their raw ids.
+    def attach(self, semantic_ids: SemanticIDs, init: str = "default", item_texts: Sequence[str] | None = None) -> None:
+        """Gives the model its items, once: codebook tokens (added unless the tokenizer has them), the
+        items' code strings, the decoding trie and the raw item ids.
 
         Args:
-            semantic_ids: codes of every item; their codebook sizes must be the added tokens'.
-            item_ids: raw item id per item index (``item_ids[0]`` is padding).
+            semantic_ids: codes of every item (e.g. ``SemanticIDs.read(path)``, or aligned with a
+                dataset by :func:`genrec.semantic_ids.ensure_semantic_ids`).
+            init: initialisation of newly added token rows (:meth:`add_codebook_tokens`).
+            item_texts: N item texts (row i-1 = item i) for ``init="mean"``.
+
+        Raises:
+            ValueError: the model's codebook tokens (added before, or saved with its tokenizer)
+                disagree with the semantic IDs' codebook sizes.
         """
         if self.codebook_sizes is None:
-            raise ValueError("call add_codebook_tokens before set_items")
-        if list(semantic_ids.codebook_sizes) != list(self.codebook_sizes):
+            self.add_codebook_tokens(semantic_ids.num_levels, semantic_ids.codebook_sizes, init=init,
+                                     item_codes=semantic_ids.codes[1:], item_texts=item_texts)
+        elif list(semantic_ids.codebook_sizes) != list(self.codebook_sizes):
             raise ValueError(f"semantic IDs have codebook sizes {semantic_ids.codebook_sizes} but the model's "
-                             f"codebook tokens are {self.codebook_sizes}; build the model for these semantic IDs")
-        if len(item_ids) != semantic_ids.num_items + 1:
-            raise ValueError(f"{len(item_ids) - 1} item ids for {semantic_ids.num_items} items")
-        self.semantic_ids, self.item_ids = semantic_ids, list(item_ids)
-        self._item_lookup = {raw: i for i, raw in enumerate(self.item_ids) if i > 0}
-        tokens = semantic_ids.token_ids(self.settings["code_token_start"])  # [N+1, C]
-        self._item_tokens = tokens
+                             f"codebook tokens are {self.codebook_sizes}: the vocabulary disagrees with the IDs; "
+                             "build the model for these semantic IDs (a new LCRec, or the IDs it was trained with)")
+        self.semantic_ids = semantic_ids
+        self.set_item_ids(semantic_ids.item_ids)
+        start = self.settings["code_token_start"]
+        tokens = semantic_ids.token_ids(start)  # [N+1, C]
         self.item_code_strings = [""] + ["".join(self.tokenizer.convert_ids_to_tokens(row.tolist()))
                                          for row in tokens[1:]]
-        eos = np.full((len(tokens) - 1, 1), self.tokenizer.eos_token_id, dtype=np.int64)
-        self.trie = PrefixTrie(np.hstack([tokens[1:], eos]), values=np.arange(1, len(tokens)),
-                               vocab_size=len(self.tokenizer))
+        self.trie = semantic_ids.trie(start, end_token=self.tokenizer.eos_token_id, vocab_size=len(self.tokenizer))
 
     def _require_items(self) -> None:
         if self.trie is None:
-            raise ValueError("this LCRec has no items yet; call set_items(semantic_ids, item_ids) first")
+            raise ValueError("this LCRec has no items yet; call attach(semantic_ids) first")
 
     # ------------------------------------------------------------------ training
 
-    def enable_lora(self, r: int = 8, alpha: int = 32, dropout: float = 0.05,
-                    target_modules: Sequence[str] = LORA_TARGETS) -> None:
-        """Wraps the LLM with LoRA adapters; new token rows and an untied output head stay trainable.
+    def enable_lora(self, settings: dict | None = None) -> None:
+        """Wraps the LLM with LoRA adapters; the codebook token rows and an untied output head stay trainable.
 
         Args:
-            r: LoRA rank.
-            alpha: LoRA scaling numerator (scale = alpha / r).
-            dropout: dropout on the LoRA input.
-            target_modules: module names that get adapters (LC-Rec: every attention and MLP projection).
+            settings: :func:`genrec.llm.lora.lora_settings` (default: its gin-configured values;
+                LC-Rec's r 8, alpha 32, dropout 0.05 on every projection).
         """
-        from peft import LoraConfig, get_peft_model
-
         if self.codebook_sizes is None:
-            raise ValueError("call add_codebook_tokens before enable_lora (the new rows must be trainable)")
+            raise ValueError("add codebook tokens (attach or add_codebook_tokens) before enable_lora: the new rows "
+                             "must be trainable")
+        settings = settings or lora_settings()
         start, count = self.settings["code_token_start"], sum(self.codebook_sizes)
-        embeddings, output = self.llm.get_input_embeddings(), self.llm.get_output_embeddings()
-        tied = output is None or output.weight.data_ptr() == embeddings.weight.data_ptr()
-        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
-                            trainable_token_indices=list(range(start, start + count)),
-                            modules_to_save=None if tied else ["lm_head"], task_type="CAUSAL_LM")
-        self.llm = get_peft_model(self.llm, config)
-        if self.gradient_checkpointing:  # checkpointed blocks need an input that requires grad
-            self.llm.enable_input_require_grads()
-        self.settings["lora"] = dict(r=r, alpha=alpha, dropout=dropout, target_modules=list(target_modules))
+        self.llm = apply_lora(self.llm, settings, trainable_token_indices=range(start, start + count),
+                              task_type="CAUSAL_LM", gradient_checkpointing=self.gradient_checkpointing)
+        self.settings["lora"] = {**settings, "target_modules": _listed(settings["target_modules"])}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -259,178 +286,83 @@ class LCRec(nn.Module):
         return self.format.encode_prompts(instructions)
 
     @torch.inference_mode()
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_beams: int = 20,
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 num_beams: int | None = None, max_new_tokens: int | None = None,
                  method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Trie-constrained beam search for left-padded prompts.
+        """Trie-constrained beam search for left-padded prompts: only catalogue items come out.
 
         Args:
-            input_ids, attention_mask: LongTensor [B, L], prompts left-padded.
-            num_beams: K beams, all returned.
+            input_ids: LongTensor [B, L], prompts left-padded.
+            attention_mask: LongTensor [B, L] (default: every token real).
+            num_beams: K beams, all returned (default: the model's ``num_beams``).
+            max_new_tokens: generation budget; an item takes C code tokens + the end token, so a
+                smaller budget is an error (the trie fixes the length; a larger one changes nothing).
             method: ``beam`` (shared prompt cache) or ``hf`` (HF ``generate`` + trie logits
                 processor); default: the model's ``decoder`` setting.
 
         Returns:
-            (items LongTensor [B, K] item indices best first, -1 where fewer than K items are
+            (items LongTensor [B, K], item indices best first, -1 where fewer than K items are
             reachable; scores FloatTensor [B, K], summed token log-probabilities incl. the end token).
         """
         self._require_items()
-        method = method or self.settings["decoder"]
-        if method not in DECODERS:
-            raise ValueError(f"unknown decoding method {method!r}; use one of {', '.join(DECODERS)}")
-        if num_beams < 1:
-            raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+        if max_new_tokens is not None and max_new_tokens < self.trie.max_depth:
+            raise ValueError(f"max_new_tokens={max_new_tokens} cannot spell an item: each takes {self.trie.max_depth} "
+                             f"tokens ({self.trie.max_depth - 1} codes + the end token)")
         device = self.llm.get_input_embeddings().weight.device
-        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-        if attention_mask[:, -1].eq(0).any():
-            raise ValueError("prompts must be left-padded (every row's last column a real token)")
+        input_ids = input_ids.to(device)
+        attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(device)
         self.trie = self.trie.to(device)
-        if method == "hf":
-            return self._generate_hf(input_ids, attention_mask, num_beams)
-        return self._generate_beam(input_ids, attention_mask, num_beams)
-
-    def _generate_beam(self, input_ids, attention_mask, num_beams):
-        """Beam search in which all K beams of a prompt share one KV cache row (tree attention).
-
-        The prompt runs once per user. Step t then feeds the K beams' newest tokens as K query
-        positions of the prompt's row, appended to its cache; a 4-D attention mask lets each query
-        see the prompt and exactly its own beam's earlier tokens (its ancestry). Beam reordering
-        permutes the small [B*K, t*K] ancestry mask instead of copying a [B*K, L] cache.
-        """
-        implementation = getattr(self.llm.config, "_attn_implementation", "sdpa")
-        if implementation not in ("sdpa", "eager"):
-            raise ValueError(f"decoder='beam' needs 'sdpa' or 'eager' attention (custom 4-D masks), the model uses "
-                             f"{implementation!r}; use LCRec.decoder = 'hf'")
-        batch, k = input_ids.shape[0], num_beams
-        positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
-        out = self.llm(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True,
-                       logits_to_keep=1)
-        first = F.log_softmax(out.logits[:, -1].float(), dim=-1).repeat_interleave(k, 0)
-        cache, prompt_mask = out.past_key_values, attention_mask.bool()[:, None, None, :]  # [B, 1, 1, L]
-        next_position = attention_mask.sum(1, keepdim=True)  # [B, 1]
-        pad = self.tokenizer.pad_token_id
-        dtype = self.llm.get_input_embeddings().weight.dtype
-
-        def step(tokens, ancestry, parents):
-            if parents is None:
-                return first, ancestry
-            t = tokens.shape[1]
-            own = torch.zeros(batch * k, k, dtype=torch.bool, device=tokens.device)
-            own[torch.arange(batch * k), torch.arange(batch * k) % k] = True
-            ancestry = torch.cat([ancestry[parents], own], dim=1)  # [B*K, t*K] generated slots each beam sees
-            mask = torch.cat([prompt_mask.expand(batch, 1, k, -1), ancestry.view(batch, 1, k, t * k)], dim=3)
-            if implementation == "eager":
-                mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-            last = torch.where(tokens[:, -1] >= 0, tokens[:, -1], pad).view(batch, k)  # finished beams feed padding
-            out = self.llm(input_ids=last, attention_mask=mask, position_ids=(next_position + t - 1).expand(batch, k),
-                           past_key_values=cache, use_cache=True)
-            return F.log_softmax(out.logits.float(), dim=-1).view(batch * k, -1), ancestry
-
-        empty = torch.zeros(batch * k, 0, dtype=torch.bool, device=input_ids.device)
-        items, scores, _ = constrained_beam_search(step, self.trie, batch, k, empty)
-        return items, scores
-
-    def _generate_hf(self, input_ids, attention_mask, num_beams):
-        from transformers import GenerationConfig, LogitsProcessorList
-
-        prompt_length = input_ids.shape[1]
-        config = GenerationConfig(num_beams=num_beams, num_return_sequences=num_beams, do_sample=False,
-                                  max_new_tokens=self.trie.max_depth, length_penalty=0.0, early_stopping=True,
-                                  pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
-        processor = TrieLogitsProcessor(self.trie, prompt_length, eos_token_id=None)
-        out = self.llm.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
-                                logits_processor=LogitsProcessorList([processor]), return_dict_in_generate=True,
-                                output_scores=True)
-        generated = out.sequences[:, prompt_length:]
-        items = self.trie.values(self.trie.walk(generated)).view(-1, num_beams)
-        return items, out.sequences_scores.float().view(-1, num_beams)
-
-    def item_index(self, raw_id: str) -> int:
-        """Item index of a raw item id; ValueError naming the id when it is unknown."""
-        self._require_items()
-        try:
-            return self._item_lookup[str(raw_id)]
-        except KeyError:
-            raise ValueError(f"unknown item id {raw_id!r}: not among this model's {len(self.item_ids) - 1} items "
-                             f"(e.g. {self.item_ids[1]!r})") from None
+        return decode_items(self.llm, input_ids, attention_mask, self.trie, num_beams or self.settings["num_beams"],
+                            self.tokenizer.pad_token_id, self.tokenizer.eos_token_id,
+                            method or self.settings["decoder"])
 
     @torch.inference_mode()
-    def recommend_indices(self, histories: Sequence[np.ndarray], k: int = 10,
+    def recommend_indices(self, histories: Sequence[np.ndarray], k: int = 10, users: np.ndarray | None = None,
                           method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k item indices [B, k] and scores [B, k] for histories of item indices."""
+        """Top-k item indices [B, k] and scores [B, k] for histories of item indices (``users`` unused)."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         prompts = self.prompts(histories)
         items, scores = self.generate(**prompts, num_beams=max(k, self.settings["num_beams"]), method=method)
-        return items[:, :k], scores[:, :k]
-
-    def recommend(self, histories: Sequence[Sequence[str]], k: int = 10) -> tuple[list[list[str]], torch.Tensor]:
-        """Top-k raw item ids for each history of raw item ids (oldest first).
-
-        Returns:
-            (B lists of k raw item ids, best first; scores FloatTensor [B, k]).
-        """
-        if isinstance(histories, str) or not isinstance(histories, Sequence):
-            raise ValueError("histories must be a list of histories, each a list of item ids")
-        indices = []
-        for b, history in enumerate(histories):
-            if isinstance(history, str) or len(history) == 0:
-                raise ValueError(f"history {b} is {'a string' if isinstance(history, str) else 'empty'}; "
-                                 "give each user a non-empty list of item ids")
-            indices.append(np.array([self.item_index(raw) for raw in history], dtype=np.int64))
-        items, scores = self.recommend_indices(indices, k)
-        return [[self.item_ids[i] if i > 0 else None for i in row] for row in items.tolist()], scores
+        return items[:, :k], scores[:, :k].float()
 
     # ------------------------------------------------------------------ save / load
 
     def save_pretrained(self, folder: str | Path) -> None:
-        """Writes ``lcrec.json``, ``semantic_ids.json`` and ``llm/`` (model or LoRA adapter + tokenizer)."""
+        """Writes ``lcrec.json``, ``semantic_ids.json`` and ``llm/`` (model or LoRA adapter + tokenizer)
+        into a temporary folder renamed over ``folder`` at the end (a kill never leaves half a model)."""
         self._require_items()
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.llm.save_pretrained(folder / "llm")
-        self.tokenizer.save_pretrained(folder / "llm")
-        self.semantic_ids.save(folder / "semantic_ids.json", self.item_ids)
-        atomic_write_text(folder / SETTINGS, json.dumps({**self.settings, "item_ids": None}, indent=2) + "\n")
+        tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.llm.save_pretrained(tmp / "llm")
+        self.tokenizer.save_pretrained(tmp / "llm")
+        self.semantic_ids.save(tmp / "semantic_ids.json")
+        atomic_write_text(tmp / SETTINGS, json.dumps(self.settings, indent=2) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> LCRec:
         """Loads a folder written by :meth:`save_pretrained` (weights from safetensors only)."""
         folder = Path(folder)
         if not (folder / SETTINGS).is_file():
-            raise FileNotFoundError(f"{folder} is not a saved LCRec (no {SETTINGS}); save one with save_pretrained")
+            reason = "does not exist" if not folder.exists() else f"has no {SETTINGS}"
+            raise FileNotFoundError(f"{folder} is not a saved LCRec (it {reason}); save one with save_pretrained, "
+                                    "e.g. the model/ folder of an LC-Rec run")
         settings = json.loads((folder / SETTINGS).read_text())
-        settings.pop("item_ids", None)
-        lora = settings.pop("lora")
-        payload = json.loads((folder / "semantic_ids.json").read_text())
-        item_ids = [settings.pop("pad_id", "[PAD]")] + list(payload["items"])
-        base = settings.pop("pretrained_path")
-        sizes, start = settings.pop("codebook_sizes"), settings.pop("code_token_start")
-        init = {k: settings.pop(k) for k in ("dtype", "system_prompt", "max_length", "max_history", "num_beams",
-                                             "decoder")}
-        model = cls.__new__(cls)
-        nn.Module.__init__(model)
-        model.gradient_checkpointing = False
-        model.settings = dict(pretrained_path=base, **init, codebook_sizes=sizes, code_token_start=start, lora=lora,
-                              **settings)
-        model._load_llm(folder / "llm", base, lora, init["dtype"])
-        model.format = PromptFormat(model.tokenizer, init["system_prompt"], init["max_length"])
-        codes = np.full((len(item_ids), len(sizes)), -1, dtype=np.int64)
-        codes[1:] = np.array(list(payload["items"].values()), dtype=np.int64)
-        ids = SemanticIDs(codes, sizes, payload["dataset"], payload["fingerprint"])
-        ids._check(str(folder / "semantic_ids.json"))
-        model.semantic_ids = None
-        model.set_items(ids, item_ids)
+        lora, base = settings.get("lora"), settings["pretrained_path"]
+        init = {key: settings[key] for key in ("dtype", "system_prompt", "max_length", "max_history", "num_beams",
+                                               "decoder")}
+        llm = str(folder / "llm")
+        model = cls(pretrained_path=base if lora else llm, adapter=llm if lora else None, random_init=False,
+                    gradient_checkpointing=False, **init)
+        model.settings.update(pretrained_path=base, lora=lora)
+        model.attach(SemanticIDs.read(folder / "semantic_ids.json"))
         return model.eval()
 
-    def _load_llm(self, path: Path, base: str, lora: dict | None, dtype: str) -> None:
-        from transformers import AutoModelForCausalLM
 
-        self.tokenizer = load_tokenizer(str(path))
-        if lora is None:
-            self.llm = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-            return
-        from peft import PeftModel
-
-        llm, _ = load_causal_lm(base, dtype)
-        llm.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
-        self.llm = PeftModel.from_pretrained(llm, path)
+def _listed(targets):
+    return targets if targets is None or isinstance(targets, str) else list(targets)

@@ -144,3 +144,23 @@ def test_mode_min_selects_the_lowest_value(tmp_path):
     assert best_min["valid"]["mse"] == pytest.approx(-best_max["valid"]["neg_mse"])
     with pytest.raises(ValueError, match="fit.mode"):
         _fit(tmp_path / "bad", mode="lowest")
+
+
+def _evaluate_dtype(model, which, accelerator):
+    scores = model.lin(torch.linspace(-1, 1, 30).reshape(10, 3))
+    return {"fp32": float(scores.dtype == torch.float32), "which": which}
+
+
+def test_evaluation_scores_are_float32_under_mixed_precision(tmp_path):
+    """Training may run in bf16, scores never: bf16 ties many items with the target (issue 13)."""
+    gin.clear_config()
+    torch.manual_seed(0)
+    result = fit(_Regressor(), _data(), _evaluate_dtype, run_dir=tmp_path / "bf16", info={}, seed=1, batch_size=8,
+                 max_epochs=1, mixed_precision="bf16", metric="fp32")
+    assert result["mixed_precision"] == "bf16"
+    assert result["valid"]["fp32"] == 1.0 and result["test"]["fp32"] == 1.0
+
+
+def test_nan_loss_names_its_step_and_the_last_good_checkpoint(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"training loss is nan at step \d+\..*checkpoint"):
+        _fit(tmp_path / "nan", model=_Regressor(nan=True), log_every_steps=3)

@@ -27,5 +27,5 @@ def evaluate(m, which, accelerator):
     return score(m, which, accelerator)
 
 
-fit(model, SequenceWindows(exp.split.train, model.max_len), evaluate, run_dir=out / "run", info=exp.info, seed=2020)
+fit(model, SequenceWindows(exp.split.train, model.max_history), evaluate, run_dir=out / "run", info=exp.info, seed=2020)
 save_tensors(out / "initial.safetensors", initial)

@@ -11,9 +11,10 @@ import torch
 
 from genrec.config import ConfigError, parse_gin, run
 from genrec.data import SPLITS
-from genrec.trainers.content_trainer import train_content
+from genrec.data.windows import history_examples
 from genrec.models.content import (BEHAVIOR_OPERATORS, CONTENT_OPERATORS, PREDICTORS, ContentRecommender,
-                                   PretrainedLMContent, history_examples, layer_cache_key, right_pad)
+                                   PretrainedLMContent, layer_cache_key)
+from genrec.trainers.content_trainer import train_content
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = sorted((REPO / "config" / "content" / "ml100k").glob("*.gin"))
@@ -46,11 +47,14 @@ def _batch():
 # ---------------------------------------------------------------- operators
 
 
-def test_history_examples_are_prefixes():
-    examples = history_examples([np.array([1, 2, 3, 4, 5]), np.array([6, 7])], max_history=3)
-    assert examples.tensors["history"].tolist() == [[1, 0, 0], [1, 2, 0], [1, 2, 3], [2, 3, 4], [6, 0, 0]]
-    assert examples.tensors["target"].tolist() == [2, 3, 4, 5, 7]
-    assert right_pad([np.array([1, 2, 3, 4]), np.array([5])], 3).tolist() == [[2, 3, 4], [5, 0, 0]]
+def test_follows_the_recommender_contract():
+    model = _model().eval()
+    model.set_item_ids(["[PAD]"] + [f"i{i}" for i in range(1, len(TEXTS) + 1)])
+    scores = model.score(HISTORIES, users=np.arange(len(HISTORIES)))  # users are ignored
+    assert scores.dtype == torch.float32 and scores.shape == (len(HISTORIES), len(TEXTS) + 1)
+    assert torch.isinf(scores[:, 0]).all() and torch.equal(model.score(HISTORIES), scores)
+    lists = model.recommend([["i1", "i2"]], k=3)
+    assert len(lists[0]) == 3 and all(item.startswith("i") for item, _ in lists[0])
 
 
 @pytest.mark.parametrize("name", ["cnn", "attention", "fastformer"])

@@ -24,7 +24,7 @@ SHORT = ["--gin", "fit.max_steps = 40", "--gin", "fit.batch_size = 64", "--gin",
 
 def test_causal_and_padding_invariance():
     torch.manual_seed(0)
-    model = SASRec(num_items=20, max_len=6).eval()
+    model = SASRec(num_items=20, max_history=6).eval()
     x = torch.tensor([[0, 0, 3, 4, 5, 6]])
     h = model.encode(x)
     changed = x.clone()
@@ -41,12 +41,30 @@ def test_losses_and_errors():
     x = torch.tensor([[0, 1, 2, 3]])
     y = torch.tensor([[-100, 2, 3, 4]])
     for loss in ("ce", "bpr"):
-        _, value = SASRec(num_items=5, max_len=4, loss=loss)(x, y)
+        _, value = SASRec(num_items=5, max_history=4, loss=loss)(x, y)
         assert value.ndim == 0 and torch.isfinite(value)
     with pytest.raises(ValueError, match="loss"):
         SASRec(num_items=5, loss="bce")
     with pytest.raises(ValueError, match="empty history"):
         SASRec(num_items=5).score([np.array([], dtype=np.int64)])
+
+
+def test_follows_the_recommender_contract():
+    torch.manual_seed(0)
+    model = SASRec(num_items=6, max_history=4).eval()
+    model.set_item_ids(["[PAD]", "a", "b", "c", "d", "e", "f"])
+    scores = model.score([np.array([1, 2]), np.array([3])], users=np.array([0, 1]))
+    assert scores.dtype == torch.float32 and scores.shape == (2, 7) and torch.isinf(scores[:, 0]).all()
+    items, top = model.recommend_indices([np.array([1, 2])], k=3)
+    assert torch.allclose(top, scores[:1, 1:].topk(3).values, atol=1e-5) and (items > 0).all()
+    lists = model.recommend([["a", "b"]], k=3)
+    assert [item for item, _ in lists[0]] == [model.item_ids[i] for i in items[0].tolist()]
+    with pytest.raises(ValueError, match="unknown item id 'zz'"):
+        model.recommend([["zz"]])
+    pop = MostPopular([np.array([1, 2, 2]), np.array([2, 3])], num_items=6)
+    pop_scores = pop.score([np.array([1]), np.array([4])])
+    assert pop_scores.dtype == torch.float32 and pop_scores[0, 2] == 3 and torch.isinf(pop_scores[:, 0]).all()
+    assert pop.recommend_indices([np.array([1])], k=2)[0].tolist() == [[2, 1]]
 
 
 def _run(run_dir, extra=(), **popen):

@@ -1,6 +1,6 @@
 """SASRec: self-attentive sequential recommendation (Kang & McAuley, ICDM 2018, arXiv 1808.09781).
 
-A causal Transformer over a user's most recent ``max_len`` items predicts the next item at every
+A causal Transformer over a user's most recent ``max_history`` items predicts the next item at every
 position. Item embeddings are shared between input and output: the score of item ``i`` after
 position ``t`` is ``<h_t, E_i>``. The layer layout follows RecBole 1.2.1's SASRec (post-LayerNorm
 blocks, GELU feed-forward, embedding LayerNorm + dropout, N(0, 0.02) initialisation) so that the
@@ -15,10 +15,15 @@ Losses:
 Inputs are left-padded with item 0, so the most recent item is always at position L-1 and shares
 its positional embedding between training windows and evaluation histories.
 
-Shapes: B batch, L sequence length (``max_len``), D hidden size, N number of items.
+The model follows :class:`genrec.models.base.Recommender`: ``score(histories)`` scores every item
+after each history (users are not modelled, ``users`` is ignored).
+
+Shapes: B batch, L sequence length (``max_history``), D hidden size, N number of items.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import gin
 import numpy as np
@@ -26,17 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SASRec", "left_pad"]
+from genrec.data.padding import left_pad
+from genrec.models.base import Recommender
 
-
-def left_pad(histories: list[np.ndarray], max_len: int) -> torch.Tensor:
-    """Keeps the last ``max_len`` items of each history, left-padded with 0: LongTensor [B, L]."""
-    out = np.zeros((len(histories), max_len), dtype=np.int64)
-    for row, items in enumerate(histories):
-        items = items[-max_len:]
-        if len(items):
-            out[row, max_len - len(items):] = items
-    return torch.from_numpy(out)
+__all__ = ["SASRec"]
 
 
 class _Block(nn.Module):
@@ -64,12 +62,12 @@ class _Block(nn.Module):
 
 
 @gin.configurable(denylist=["num_items"])
-class SASRec(nn.Module):
+class SASRec(Recommender):
     """Causal self-attention next-item model.
 
     Args:
         num_items: N, items are 1..N and 0 is padding (from the data, never from gin).
-        max_len: L, most recent items the model sees.
+        max_history: L, most recent items the model sees.
         hidden_size: D.
         num_layers: Transformer blocks.
         num_heads: attention heads per block.
@@ -79,15 +77,15 @@ class SASRec(nn.Module):
         loss: ``"ce"`` (full softmax) or ``"bpr"`` (one sampled negative per position).
     """
 
-    def __init__(self, num_items: int, max_len: int = 50, hidden_size: int = 64, num_layers: int = 2,
+    def __init__(self, num_items: int, max_history: int = 50, hidden_size: int = 64, num_layers: int = 2,
                  num_heads: int = 2, inner_size: int = 256, dropout: float = 0.2, attn_dropout: float = 0.2,
                  loss: str = "ce"):
         super().__init__()
         if loss not in ("ce", "bpr"):
             raise ValueError(f"unknown SASRec.loss {loss!r}; use 'ce' (full softmax) or 'bpr'")
-        self.num_items, self.max_len, self.loss_type = num_items, max_len, loss
+        self.num_items, self.max_history, self.loss_type = num_items, max_history, loss
         self.item_emb = nn.Embedding(num_items + 1, hidden_size, padding_idx=0)
-        self.pos_emb = nn.Embedding(max_len, hidden_size)
+        self.pos_emb = nn.Embedding(max_history, hidden_size)
         self.ln = nn.LayerNorm(hidden_size, eps=1e-12)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(_Block(hidden_size, num_heads, inner_size, dropout, attn_dropout)
@@ -105,9 +103,9 @@ class SASRec(nn.Module):
             module.bias.data.zero_()
 
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Hidden states [B, L, D] for left-padded item ids [B, L] (L <= max_len)."""
+        """Hidden states [B, L, D] for left-padded item ids [B, L] (L <= max_history)."""
         B, L = input_ids.shape
-        positions = torch.arange(self.max_len - L, self.max_len, device=input_ids.device)
+        positions = torch.arange(self.max_history - L, self.max_history, device=input_ids.device)
         h = self.drop(self.ln(self.item_emb(input_ids) + self.pos_emb(positions)))
         real = input_ids > 0
         idx = torch.arange(L, device=input_ids.device)
@@ -143,9 +141,10 @@ class SASRec(nn.Module):
         return hidden, -F.logsigmoid(pos - neg).mean()
 
     @torch.no_grad()
-    def score(self, histories: list[np.ndarray]) -> torch.Tensor:
-        """Next-item scores [B, N+1] for time-ordered histories (the last ``max_len`` items are used)."""
+    def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> torch.Tensor:
+        """Float32 next-item scores [B, N+1] for time-ordered histories (the last ``max_history`` items
+        are used; ``users`` is ignored: SASRec does not model users); column 0 is -inf."""
         if any(len(h) == 0 for h in histories):
             raise ValueError("SASRec.score got an empty history; it needs at least one item per user")
-        input_ids = left_pad(histories, self.max_len).to(self.item_emb.weight.device)
-        return self.logits(self.encode(input_ids)[:, -1])
+        input_ids = left_pad(histories, self.max_history).to(self.item_emb.weight.device)
+        return self.logits(self.encode(input_ids)[:, -1]).float()

@@ -23,7 +23,8 @@ import gin
 
 from genrec.config import run
 from genrec.data import SPLITS
-from genrec.models.content import ContentRecommender, history_examples
+from genrec.data.windows import history_examples
+from genrec.models.content import ContentRecommender
 from genrec.training import ArrayDataset, experiment, fit, seed_everything
 
 
@@ -38,13 +39,13 @@ def train_content(run_dir: str = "runs/content", seed: int = 2020) -> dict:
     seed_everything(seed)
     exp = experiment()
     model = ContentRecommender(texts=exp.catalog.texts())
+    model.set_item_ids(exp.interactions.item_ids)
     examples = history_examples(exp.split.train, model.max_history)
-    evaluate = exp.evaluate_scores(lambda m, users, histories: m.score(histories))
     info = {**exp.info, "training_examples": len(examples),
             "operators": {kind: type(getattr(model, kind)).__name__
                           for kind in ("item_encoder", "user_encoder", "predictor")},
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-    return fit(model, examples, evaluate, run_dir=run_dir, info=info, seed=seed, collate_fn=ArrayDataset.collate)
+    return fit(model, examples, exp.evaluate_model(), run_dir=run_dir, info=info, seed=seed, collate_fn=ArrayDataset.collate)
 
 
 if __name__ == "__main__":

@@ -28,15 +28,15 @@ def train_sasrec(run_dir: str = "runs/sasrec", seed: int = 2020, window_stride: 
     Args:
         run_dir: the run folder (checkpoints, logs, metrics).
         seed: seeds model initialisation, dropout and batch order.
-        window_stride: distance between training windows (default: the model's ``max_len``;
+        window_stride: distance between training windows (default: the model's ``max_history``;
             see :class:`genrec.data.windows.SequenceWindows`).
     """
     seed_everything(seed)
     exp = experiment()
     model = SASRec(num_items=exp.num_items)
-    windows = SequenceWindows(exp.split.train, model.max_len, window_stride)
-    evaluate = exp.evaluate_scores(lambda m, users, histories: m.score(histories))
-    return fit(model, windows, evaluate, run_dir=run_dir, info=exp.info, seed=seed)
+    model.set_item_ids(exp.interactions.item_ids)
+    windows = SequenceWindows(exp.split.train, model.max_history, window_stride)
+    return fit(model, windows, exp.evaluate_model(), run_dir=run_dir, info=exp.info, seed=seed)
 
 
 if __name__ == "__main__":

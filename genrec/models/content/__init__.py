@@ -9,11 +9,11 @@ from genrec.models.content.behavior_ops import (AdditiveBehavior, BehaviorOperat
 from genrec.models.content.content_ops import AttentionContent, CNNContent, ContentOperator, FastformerContent
 from genrec.models.content.lm import PretrainedLMContent, layer_cache_key
 from genrec.models.content.model import (BEHAVIOR_OPERATORS, CONTENT_OPERATORS, PREDICTORS, ContentRecommender,
-                                         history_examples, resolve_operator, right_pad)
+                                         resolve_operator)
 from genrec.models.content.predictors import DCNPredictor, DeepFMPredictor, DINPredictor, DotPredictor, Predictor
 
 __all__ = ["AdditiveBehavior", "AttentionContent", "BEHAVIOR_OPERATORS", "BehaviorOperator", "CNNContent",
            "CONTENT_OPERATORS", "ContentOperator", "ContentRecommender", "DCNPredictor", "DINPredictor",
            "DeepFMPredictor", "DotPredictor", "FastformerBehavior", "FastformerContent", "GRUBehavior",
            "MeanBehavior", "PREDICTORS", "Predictor", "PretrainedLMContent", "TransformerBehavior",
-           "history_examples", "layer_cache_key", "resolve_operator", "right_pad"]
+           "layer_cache_key", "resolve_operator"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["AdditivePool", "FastformerLayer", "SelfAttentionLayer", "masked_mean", "masked_softmax"]

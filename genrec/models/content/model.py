@@ -10,7 +10,7 @@ name (:data:`CONTENT_OPERATORS`, :data:`BEHAVIOR_OPERATORS`, :data:`PREDICTORS`)
     ContentRecommender.user_encoder = @TransformerBehavior   # or "transformer"
     ContentRecommender.predictor = @DotPredictor             # or "dot"
 
-**Training** (``forward``): each example is a history (the ``max_history`` most recent items before
+**Training** (``forward``): each example (:func:`genrec.data.windows.history_examples`) is a history (the ``max_history`` most recent items before
 a target, right-padded) and its target. ``num_negatives`` K items are drawn uniformly per example
 (redrawn if equal to the target). Every distinct item in the batch is encoded once. Losses:
 ``softmax`` (the positive against its K negatives, cross-entropy; Legommenders' "matching" mode) or
@@ -32,24 +32,23 @@ Shapes: B batch, H history length, K negatives, C candidates, N items, D width.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from typing import Callable
 
 import gin
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from genrec.data.padding import right_pad
+from genrec.models.base import Recommender
 from genrec.models.content.behavior_ops import (AdditiveBehavior, BehaviorOperator, FastformerBehavior, GRUBehavior,
                                                 MeanBehavior, TransformerBehavior)
 from genrec.models.content.content_ops import AttentionContent, CNNContent, ContentOperator, FastformerContent
 from genrec.models.content.lm import PretrainedLMContent
 from genrec.models.content.predictors import DCNPredictor, DeepFMPredictor, DINPredictor, DotPredictor, Predictor
-from genrec.training.arrays import ArrayDataset
 
-__all__ = ["BEHAVIOR_OPERATORS", "CONTENT_OPERATORS", "ContentRecommender", "PREDICTORS", "history_examples",
-           "resolve_operator"]
+__all__ = ["BEHAVIOR_OPERATORS", "CONTENT_OPERATORS", "ContentRecommender", "PREDICTORS", "resolve_operator"]
 
 CONTENT_OPERATORS: dict[str, type] = {"cnn": CNNContent, "attention": AttentionContent,
                                       "fastformer": FastformerContent, "lm": PretrainedLMContent}
@@ -86,39 +85,8 @@ def resolve_operator(kind: str, spec: str | Callable) -> Callable:
     return spec
 
 
-def history_examples(sequences: list[np.ndarray], max_history: int) -> ArrayDataset:
-    """One training example per (user, position t >= 1): the items before t (at most ``max_history``, right-padded with 0) and item t.
-
-    Returns:
-        ``ArrayDataset(history=int32 [M, H], target=int64 [M])``, users in order, positions in time order.
-    """
-    histories, targets = [], []
-    for seq in sequences:
-        seq = np.asarray(seq, dtype=np.int64)
-        for t in range(1, len(seq)):
-            row = np.zeros(max_history, dtype=np.int32)
-            past = seq[max(0, t - max_history):t]
-            row[:len(past)] = past
-            histories.append(row)
-            targets.append(seq[t])
-    if not targets:
-        raise ValueError("no training examples: every training sequence is shorter than 2 items")
-    return ArrayDataset(history=torch.from_numpy(np.stack(histories)),
-                        target=torch.tensor(targets, dtype=torch.long))
-
-
-def right_pad(histories: list[np.ndarray], max_history: int) -> torch.Tensor:
-    """The ``max_history`` most recent items of each history, right-padded with 0: LongTensor [B, H]."""
-    width = max(1, min(max_history, max(len(h) for h in histories)))
-    out = np.zeros((len(histories), width), dtype=np.int64)
-    for row, items in enumerate(histories):
-        items = np.asarray(items, dtype=np.int64)[-max_history:]
-        out[row, :len(items)] = items
-    return torch.from_numpy(out)
-
-
 @gin.configurable(denylist=["texts"])
-class ContentRecommender(nn.Module):
+class ContentRecommender(Recommender):
     """A content-based recommender composed of three operators.
 
     Args:
@@ -252,10 +220,11 @@ class ContentRecommender(nn.Module):
                 encoder.layer_cache = previous
 
     @torch.no_grad()
-    def score(self, histories: list[np.ndarray]) -> torch.Tensor:
-        """Scores [B, N + 1] of every item for time-ordered histories; column 0 is -inf.
+    def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> torch.Tensor:
+        """Float32 scores [B, N + 1] of every item for time-ordered histories; column 0 is -inf.
 
         Uses the evaluation cache when ``eval_cache`` is on, else the naive path (module docstring).
+        ``users`` is ignored: a user is its history.
         """
         if any(len(h) == 0 for h in histories):
             raise ValueError("ContentRecommender.score got an empty history; a user vector needs at least one item")
@@ -273,4 +242,5 @@ class ContentRecommender(nn.Module):
                 items = self._encode_in_batches(torch.arange(1, self.num_items + 1, device=device))
         user = self.user_encoder(history_vectors, mask)
         scores = self.predictor.score_all(user, items, history_vectors, mask)
+        scores = scores.float()
         return torch.cat([torch.full((len(scores), 1), float("-inf"), device=device, dtype=scores.dtype), scores], 1)

@@ -30,8 +30,8 @@ from typing import Callable, Iterator, Sequence
 
 import gin
 
-__all__ = ["ConfigError", "check_all_bindings_used", "default_run_dir", "isolated_config", "parse_args", "parse_gin",
-           "run"]
+__all__ = ["REPO", "ConfigError", "check_all_bindings_used", "config_path", "default_run_dir", "isolated_config",
+           "parse_args", "parse_gin", "run"]
 
 
 class ConfigError(ValueError):
@@ -75,6 +75,40 @@ def _format_gin_error(where: str, err: Exception) -> str:
     return f"{type(err).__name__} in {where}: {text}"
 
 
+REPO = Path(__file__).resolve().parents[1]
+"""The repository root: shipped configs (``config/...``) resolve against it from any directory."""
+
+
+def config_path(path: str | Path) -> Path:
+    """``path`` as given when it exists, else relative to the repository root (so ``config/...`` works
+    from any working directory); the given path when neither exists (for the error message)."""
+    path = Path(path)
+    if path.exists() or path.is_absolute() or not (REPO / path).exists():
+        return path
+    return REPO / path
+
+
+def _search_repository_for_includes() -> None:
+    """Lets ``include "config/..."`` resolve against the repository root after the current directory.
+
+    gin's second file reader (Python packages on ``sys.path``) raises TypeError instead of saying
+    "no such file" for a folder it sees as a namespace package (``config/`` under the repository
+    root), which stops the search before the repository prefix; its check is made to say False.
+    """
+    state = gin.config  # no public accessor for the search path or the readers
+    if str(REPO) not in state._LOCATION_PREFIXES:
+        gin.add_config_file_search_path(str(REPO))
+    for i, (reader, exists) in enumerate(state._FILE_READERS):
+        if not getattr(exists, "genrec_safe", False):
+            def safe(path, exists=exists):
+                try:
+                    return exists(path)
+                except TypeError:
+                    return False
+            safe.genrec_safe = True
+            state._FILE_READERS[i] = (reader, safe)
+
+
 def parse_gin(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> None:
     """Parses gin files, then bindings; raises :class:`ConfigError` that names what failed.
 
@@ -82,9 +116,11 @@ def parse_gin(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> None
     errors). Files are parsed relative to the current directory, as are their ``include`` lines.
     """
     gin.clear_config()
-    for path in map(Path, files):
+    _search_repository_for_includes()
+    for path in map(config_path, files):
         if not path.is_file():
-            raise ConfigError(f"gin file not found: {path} (run from the repository root, or pass a full path)")
+            raise ConfigError(f"gin file not found: {path} (a path relative to the current directory or to the "
+                              f"repository root {REPO})")
         try:
             gin.parse_config_file(str(path))
         except Exception as err:  # gin raises ValueError, TokenError, SyntaxError, ...

@@ -24,7 +24,7 @@ import gin
 import numpy as np
 import torch
 
-from genrec.config import ConfigError, isolated_config
+from genrec.config import ConfigError, config_path, isolated_config
 from genrec.data import ItemCatalog, Interactions
 from genrec.io import file_lock
 from genrec.semantic_ids.collisions import (STRATEGIES, codebook_perplexity, codebook_usage, collision_rate,
@@ -126,9 +126,9 @@ def build_semantic_ids(rqvae_config: str | Path, run_dir: str | Path) -> dict:
     Returns:
         The RQ-VAE run's metrics.
     """
-    if not Path(rqvae_config).is_file():
-        raise ConfigError(f"RQ-VAE config {rqvae_config} not found (a path relative to the current directory, "
-                          "usually the repository root)")
+    if not config_path(rqvae_config).is_file():
+        raise ConfigError(f"RQ-VAE config {rqvae_config} not found (a path relative to the current directory or "
+                          "to the repository root)")
     with isolated_config([rqvae_config], [f"train_rqvae.run_dir = {str(run_dir)!r}"]):
         return train_rqvae()
 

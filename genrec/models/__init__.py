@@ -4,5 +4,6 @@ from genrec.models.cllm4rec import CLLM4Rec
 from genrec.models.lcrec import LCRec
 from genrec.models.popularity import MostPopular
 from genrec.models.sasrec import SASRec
+from genrec.models.tiger import TIGER
 
-__all__ = ["CLLM4Rec", "LCRec", "MostPopular", "SASRec"]
+__all__ = ["CLLM4Rec", "LCRec", "MostPopular", "SASRec", "TIGER"]

@@ -1,0 +1,363 @@
+"""TIGER: generative retrieval over semantic IDs (Rajput et al., NeurIPS 2023, arXiv 2305.05065).
+
+A small T5 encoder-decoder, trained from scratch, reads a user's recent items as semantic-ID tokens
+and writes the next item's semantic ID, one code per decoding step:
+
+    encoder:  [pad ... pad] <user bucket> c0(i1) c1(i1) ... cC-1(i1) ... c0(in) ... cC-1(in)
+    decoder:  <eos> -> c0(target) -> c1(target) -> ... -> cC-1(target)
+
+Vocabulary (V = 2 + sum(codebook sizes) + user buckets): ``0`` pad, ``1`` eos (also the decoder
+start), one token per (level, code) from ``SemanticIDs.token_ids(2)``, then one token per user hash
+bucket (the paper hashes user ids into 2,000 buckets; here ``crc32(raw user id) % user_buckets``,
+stable across processes). The history is left-padded, the user token sits right before the first
+item, and the most recent ``max_history`` items are kept (20 in the paper). The architecture is the
+paper's: 4 + 4 layers, d_model 128, 6 heads of 64, feed-forward 1024 (ReLU), dropout 0.1, T5
+relative position buckets; a Hugging Face ``T5ForConditionalGeneration`` with random
+initialisation, so ``save_pretrained`` / ``from_pretrained`` / ``generate`` work as usual.
+
+Training loss: cross-entropy of each of the C target codes, with the softmax of level ``c`` taken
+over level ``c``'s codes only (the other tokens can never appear there), optionally label-smoothed
+over those codes.
+
+Decoding (:meth:`TIGER.recommend_indices`): deterministic beam search constrained by a prefix trie
+over every catalogue item's code sequence (:func:`genrec.decoding.constrained_beam_search`), beam
+20 by default, so every recommendation is a distinct catalogue item; beams are ranked by the sum of
+their level log-probabilities. The encoder runs once per user; the first decoding step runs once per
+user too, and its self- and cross-attention KV cache is then copied to the K beams and, at later
+steps, its self-attention part reordered by ``beam_parents`` (the cross-attention part is identical
+for all beams of a user, so it is never reordered).
+
+A saved model (:meth:`TIGER.save_pretrained`) is one folder: ``t5/`` (config + safetensors),
+``semantic_ids.json`` (the item <-> code table it decodes into), ``tiger.json`` (settings, user ids).
+
+Shapes: B users, H history items, C code levels, L encoder length, K beams, V vocabulary, D width.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import gin
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import T5Config, T5ForConditionalGeneration
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutput
+
+from genrec.decoding import constrained_beam_search
+from genrec.models.base import Recommender, as_histories
+from genrec.semantic_ids import SemanticIDs
+from genrec.io import atomic_write_text
+
+__all__ = ["TIGER", "ablation_ids", "user_bucket"]
+
+PAD, EOS = 0, 1
+FIRST_CODE = 2  # token id of code 0 of level 0
+SETTINGS = "tiger.json"
+# transformers 5 names the decoder cache argument ``cache`` (``past_key_values`` before, deprecated after)
+_CACHE = "cache" if "cache" in inspect.signature(T5ForConditionalGeneration.forward).parameters else "past_key_values"
+
+
+def user_bucket(raw_user_id: str, buckets: int) -> int:
+    """The hash bucket of a raw user id: ``crc32(id) % buckets`` (stable, unlike Python's ``hash``)."""
+    return zlib.crc32(str(raw_user_id).encode("utf-8")) % buckets
+
+
+def ablation_ids(ids: SemanticIDs, kind: str, seed: int = 0) -> SemanticIDs:
+    """Item identifiers for the TIGER paper's ablation, built from the semantic IDs ``ids``.
+
+    Args:
+        ids: semantic IDs aligned with item indices.
+        kind: ``semantic`` (``ids`` itself); ``random``: the same code tuples dealt to the items in a
+            seeded random order, so shape, codebook sizes, code usage and prefix sharing are those
+            of ``ids`` and only the link between an item's content and its code is gone;
+            ``atomic``: one token per item (level 0 only, codebook size N).
+        seed: seed of the ``random`` permutation.
+    """
+    if kind == "semantic":
+        return ids
+    if kind == "random":
+        order = np.random.default_rng(seed).permutation(ids.num_items)
+        codes = ids.codes.copy()
+        codes[1:] = ids.codes[1:][order]
+        return SemanticIDs(codes, list(ids.codebook_sizes), ids.dataset, ids.fingerprint, list(ids.item_ids))
+    if kind == "atomic":
+        codes = np.arange(-1, ids.num_items, dtype=np.int64)[:, None]
+        return SemanticIDs(codes, [ids.num_items], ids.dataset, ids.fingerprint, list(ids.item_ids))
+    raise ValueError(f"unknown item identifiers {kind!r}; use 'semantic', 'random' or 'atomic'")
+
+
+def _left_pad(histories: Sequence[np.ndarray], length: int) -> torch.Tensor:
+    """The last ``length`` items of each history, left-padded with 0: LongTensor [B, length]."""
+    out = np.zeros((len(histories), length), dtype=np.int64)
+    for row, items in enumerate(histories):
+        items = np.asarray(items, dtype=np.int64)[-length:]
+        out[row, length - len(items):] = items
+    return torch.from_numpy(out)
+
+
+@gin.configurable(denylist=["semantic_ids"])
+class TIGER(Recommender):
+    """T5 encoder-decoder from semantic-ID histories to the next item's semantic ID.
+
+    Args:
+        semantic_ids: code tuples aligned with item indices (row 0 padding); they fix C and the
+            code vocabulary.
+        num_layers: encoder layers.
+        num_decoder_layers: decoder layers.
+        d_model: D, token embedding and hidden width.
+        num_heads: attention heads.
+        d_kv: width of each head (``num_heads * d_kv`` need not equal D, as in T5).
+        d_ff: feed-forward width.
+        dropout: dropout rate everywhere (T5's ``dropout_rate``).
+        user_buckets: number of hashed user tokens; 0: no user token.
+        max_history: most recent history items the encoder reads.
+        num_beams: beam width of :meth:`recommend_indices` (at least the requested k).
+        label_smoothing: label smoothing of the per-level cross-entropy.
+        encoder_input: ``codes`` (the paper: one encoder position per code of every history item)
+            or ``items`` (one position per history item, the sum of its code embeddings: C times
+            shorter encoder inputs, the same output side).
+        decode_batch_size: users decoded at once (the KV cache holds K rows per user).
+    """
+
+    generative = True
+
+    def __init__(self, semantic_ids: SemanticIDs, num_layers: int = 4, num_decoder_layers: int = 4,
+                 d_model: int = 128, num_heads: int = 6, d_kv: int = 64, d_ff: int = 1024, dropout: float = 0.1,
+                 user_buckets: int = 2000, max_history: int = 20, num_beams: int = 20,
+                 label_smoothing: float = 0.0, encoder_input: str = "codes", decode_batch_size: int = 32):
+        super().__init__()
+        if not isinstance(semantic_ids, SemanticIDs):
+            raise TypeError(f"TIGER needs SemanticIDs, got {type(semantic_ids).__name__}")
+        for name, value, low in (("max_history", max_history, 1), ("num_beams", num_beams, 1),
+                                 ("user_buckets", user_buckets, 0), ("decode_batch_size", decode_batch_size, 1)):
+            if value < low:
+                raise ValueError(f"TIGER.{name} must be >= {low}, got {value}")
+        if encoder_input not in ("codes", "items"):
+            raise ValueError(f"TIGER.encoder_input must be 'codes' or 'items', got {encoder_input!r}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"TIGER.label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.semantic_ids = semantic_ids
+        self.code_vocab = int(sum(semantic_ids.codebook_sizes))
+        self.first_user_token = FIRST_CODE + self.code_vocab
+        self.settings = dict(num_layers=num_layers, num_decoder_layers=num_decoder_layers, d_model=d_model,
+                             num_heads=num_heads, d_kv=d_kv, d_ff=d_ff, dropout=dropout, user_buckets=user_buckets,
+                             max_history=max_history, num_beams=num_beams, label_smoothing=label_smoothing,
+                             encoder_input=encoder_input, decode_batch_size=decode_batch_size)
+        self.config = T5Config(
+            vocab_size=self.first_user_token + user_buckets, d_model=d_model, d_kv=d_kv, d_ff=d_ff,
+            num_layers=num_layers, num_decoder_layers=num_decoder_layers, num_heads=num_heads, dropout_rate=dropout,
+            feed_forward_proj="relu", pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=EOS,
+            tie_word_embeddings=True, use_cache=False)
+        self.t5 = T5ForConditionalGeneration(self.config)
+
+        tokens = semantic_ids.token_ids(FIRST_CODE)
+        tokens[0] = PAD
+        levels, vocab = semantic_ids.num_levels, self.config.vocab_size
+        level_mask = torch.zeros(levels, vocab, dtype=torch.bool)
+        starts = FIRST_CODE + np.concatenate([[0], np.cumsum(semantic_ids.codebook_sizes)])
+        for level in range(levels):
+            level_mask[level, starts[level]:starts[level + 1]] = True
+        self.register_buffer("item_tokens", torch.from_numpy(tokens), persistent=False)  # [N+1, C]
+        self.register_buffer("level_mask", level_mask, persistent=False)  # [C, V]
+        self.register_buffer("user_tokens", torch.zeros(0, dtype=torch.long), persistent=False)  # [U]
+        self.trie = semantic_ids.trie(FIRST_CODE, vocab_size=vocab)
+        self.set_item_ids(semantic_ids.item_ids)
+        self.user_ids: list[str] | None = None
+        self._user_lookup: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ ids
+
+    @property
+    def levels(self) -> int:
+        return self.semantic_ids.num_levels
+
+    def set_user_ids(self, user_ids: Sequence[str]) -> None:
+        """Names users 0..U-1 by their raw ids; their hash buckets become the user tokens."""
+        self.user_ids = [str(u) for u in user_ids]
+        self._user_lookup = {u: i for i, u in enumerate(self.user_ids)}
+        buckets = self.settings["user_buckets"]
+        tokens = [self.first_user_token + user_bucket(u, buckets) for u in self.user_ids] if buckets else []
+        self.user_tokens = torch.tensor(tokens, dtype=torch.long, device=self.item_tokens.device)
+
+    def user_index(self, raw_id: str) -> int:
+        """User index of a raw user id; ValueError naming the id when it is unknown."""
+        if self.user_ids is None:
+            raise ValueError("this TIGER has no user ids; call set_user_ids(interactions.user_ids) or pass users=None")
+        try:
+            return self._user_lookup[str(raw_id)]
+        except KeyError:
+            raise ValueError(f"unknown user id {raw_id!r}: not among this model's {len(self.user_ids)} users; "
+                             "recommend for an unknown user with users=None") from None
+
+    # ------------------------------------------------------------------ training
+
+    def encoder_inputs(self, history: torch.Tensor, users: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The encoder's keyword inputs for left-padded item histories.
+
+        ``encoder_input = "codes"`` (the paper): ``input_ids`` [B, L] with one token per history
+        item's code (L = 1 + H * C); ``"items"``: ``inputs_embeds`` [B, L, D] with one position per
+        history item, the sum of its code tokens' embeddings (L = 1 + H). Both with an
+        ``attention_mask`` [B, L]; columns that are padding in every row are dropped.
+
+        Args:
+            history: LongTensor [B, H] of item indices, left-padded with 0.
+            users: LongTensor [B] of user indices, or None (no user token).
+        """
+        history = history[:, -self.settings["max_history"]:]
+        batch, length = history.shape
+        per_item = self.settings["encoder_input"] == "items"
+        width = 1 if per_item else self.levels
+        tokens = self.item_tokens[history]  # [B, H, C]; padding rows are PAD
+        if not per_item:
+            tokens = tokens.view(batch, length * self.levels, 1)
+        if users is not None and self.settings["user_buckets"]:
+            if len(self.user_tokens) == 0:
+                raise ValueError("TIGER got user indices but has no user ids; call set_user_ids(...) first")
+            user = torch.full_like(tokens[:, :1], PAD)
+            tokens = torch.cat([user, tokens], 1)
+            slot = (history == 0).sum(1) * width  # the position right before the first item
+            tokens[torch.arange(batch, device=tokens.device), slot, 0] = self.user_tokens[users]
+        mask = tokens[..., 0] != PAD
+        first = int(mask.any(0).float().argmax())  # drop positions that are padding in every row
+        tokens, mask = tokens[:, first:], mask[:, first:]
+        if not per_item:
+            return {"input_ids": tokens[..., 0], "attention_mask": mask}
+        return {"inputs_embeds": self.t5.shared(tokens).sum(2), "attention_mask": mask}
+
+    def level_log_probs(self, logits: torch.Tensor, level: int | None = None) -> torch.Tensor:
+        """Log-softmax over each level's codes only: logits [..., C, V] (or [R, V] at ``level``)."""
+        mask = self.level_mask if level is None else self.level_mask[level]
+        return logits.float().masked_fill(~mask, float("-inf")).log_softmax(-1)
+
+    def forward(self, history: torch.Tensor, target: torch.Tensor,
+                user: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced logits [B, C, V] of the target codes and the mean per-code loss.
+
+        Args:
+            history: LongTensor [B, H], left-padded item indices.
+            target: LongTensor [B], the next item.
+            user: LongTensor [B] user indices, or None.
+        """
+        labels = self.item_tokens[target]  # [B, C]
+        start = torch.full_like(labels[:, :1], EOS)
+        out = self.t5(**self.encoder_inputs(history, user), decoder_input_ids=torch.cat([start, labels[:, :-1]], 1), use_cache=False)
+        log_probs = self.level_log_probs(out.logits)  # [B, C, V]
+        nll = -log_probs.gather(-1, labels[..., None]).squeeze(-1)
+        smoothing = self.settings["label_smoothing"]
+        if smoothing:
+            uniform = -log_probs.masked_fill(~self.level_mask, 0.0).sum(-1) / self.level_mask.sum(-1)
+            nll = (1 - smoothing) * nll + smoothing * uniform
+        return out.logits, nll.mean()
+
+    # ------------------------------------------------------------------ decoding
+
+    @torch.inference_mode()
+    def recommend_indices(self, histories: Sequence[np.ndarray], k: int = 10,
+                          users: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k distinct catalogue items [B, k] and their scores [B, k] (sums of code log-probs).
+
+        Rows with fewer than k reachable items are completed with item -1 and score -inf.
+
+        Args:
+            histories: one array of item indices per user, oldest first, each non-empty.
+            k: list length; the beam width is ``max(k, num_beams)``.
+            users: user indices [B] for the user tokens, or None (no user token).
+        """
+        histories = as_histories(histories)
+        for b, history in enumerate(histories):
+            if isinstance(history, (str, bytes)) or len(history) == 0:
+                raise ValueError(f"history {b} is {'a string' if isinstance(history, (str, bytes)) else 'empty'}; "
+                                 "TIGER needs at least one item of history per user")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if users is not None and len(users) != len(histories):
+            raise ValueError(f"{len(users)} users for {len(histories)} histories; give one user per history")
+        device = self.item_tokens.device
+        self.trie = self.trie.to(device)
+        beams, chunk = max(k, self.settings["num_beams"]), self.settings["decode_batch_size"]
+        items, scores = [], []
+        for start in range(0, len(histories), chunk):
+            history = _left_pad(histories[start:start + chunk], self.settings["max_history"]).to(device)
+            user = None if users is None else torch.as_tensor(np.asarray(users[start:start + chunk]),
+                                                               dtype=torch.long, device=device)
+            if history.max() > self.semantic_ids.num_items or history.min() < 0:
+                raise ValueError(f"histories hold item indices outside 1..{self.semantic_ids.num_items}")
+            found, score = self._beam_search(self.encoder_inputs(history, user), beams)
+            items.append(found[:, :k])
+            scores.append(score[:, :k])
+        return torch.cat(items), torch.cat(scores)
+
+    def _beam_search(self, inputs: dict[str, torch.Tensor], beams: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Trie-constrained beam search for a batch of encoder inputs: items [B, K], scores [B, K]."""
+        mask = inputs["attention_mask"]
+        batch = mask.shape[0]
+        encoded = self.t5.get_encoder()(**inputs).last_hidden_state  # [B, L, D]
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        start = torch.full((batch, 1), EOS, dtype=torch.long, device=mask.device)
+        out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=encoded), attention_mask=mask,
+                      decoder_input_ids=start, use_cache=True, **{_CACHE: cache})  # fills the cache in place
+        first = self.level_log_probs(out.logits[:, -1], 0).repeat_interleave(beams, 0)  # [B*K, V]
+        expanded = BaseModelOutput(last_hidden_state=encoded.repeat_interleave(beams, 0))
+        mask = mask.repeat_interleave(beams, 0)
+
+        def step(tokens, state, parents):
+            if parents is None:  # t = 0: computed above, once per user
+                return first, state
+            t = tokens.shape[1]
+            if t == 1:  # one cache row per user -> one per beam (all beams of a user share the row)
+                cache.reorder_cache(parents // beams)
+            else:
+                cache.self_attention_cache.reorder_cache(parents)
+            last = tokens[:, -1:].clamp(min=PAD)  # finished or dead beams (-1) feed padding
+            out = self.t5(encoder_outputs=expanded, attention_mask=mask, decoder_input_ids=last, use_cache=True,
+                          **{_CACHE: cache})
+            return self.level_log_probs(out.logits[:, -1], t), state
+
+        values, scores, _ = constrained_beam_search(step, self.trie, batch, beams)
+        return values, scores
+
+    # ------------------------------------------------------------------ save / load
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Writes ``t5/`` (config + safetensors), ``semantic_ids.json`` and ``tiger.json``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.t5.save_pretrained(folder / "t5")
+        self.semantic_ids.save(folder / "semantic_ids.json")
+        atomic_write_text(folder / SETTINGS, json.dumps({**self.settings, "user_ids": self.user_ids}) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> TIGER:
+        """Loads a folder written by :meth:`save_pretrained` (weights from safetensors only), in eval mode.
+
+        Raises:
+            FileNotFoundError: if ``folder`` is not a saved TIGER.
+            ValueError: if the T5 config's vocabulary disagrees with the semantic IDs and settings.
+        """
+        folder = Path(folder)
+        if not (folder / SETTINGS).is_file():
+            raise FileNotFoundError(f"{folder} is not a saved TIGER (no {SETTINGS}); save one with save_pretrained")
+        settings = json.loads((folder / SETTINGS).read_text(encoding="utf-8"))
+        user_ids = settings.pop("user_ids", None)
+        ids = SemanticIDs.read(folder / "semantic_ids.json")
+        config = T5Config.from_pretrained(folder / "t5")
+        expected = FIRST_CODE + sum(ids.codebook_sizes) + settings["user_buckets"]
+        if config.vocab_size != expected:
+            raise ValueError(
+                f"{folder / 't5' / 'config.json'} has vocab_size {config.vocab_size}, but {folder / 'semantic_ids.json'} "
+                f"({ids.num_levels} levels, codebook sizes {ids.codebook_sizes}) and user_buckets "
+                f"{settings['user_buckets']} in {folder / SETTINGS} need {expected} (pad, eos, one token per code, "
+                "one per user bucket); the folder mixes files of different models")
+        model = cls(ids, **settings)
+        model.t5 = T5ForConditionalGeneration.from_pretrained(folder / "t5")
+        model.config = model.t5.config
+        if user_ids is not None:
+            model.set_user_ids(user_ids)
+        return model.eval()
+

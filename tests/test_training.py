@@ -62,7 +62,7 @@ def test_lr_schedules():
 def test_run_folder_and_metrics(tmp_path):
     result = _fit(tmp_path / "run")
     files = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert files == ["best.safetensors", "checkpoint.safetensors", "config.gin", "log.jsonl", "metrics.json"]
+    assert files == [".lock", "best.safetensors", "checkpoint.safetensors", "config.gin", "log.jsonl", "metrics.json"]
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["test"]["which"] == "test" and saved["valid"]["which"] == "valid"
     assert saved == json.loads(json.dumps(result))
@@ -164,3 +164,66 @@ def test_evaluation_scores_are_float32_under_mixed_precision(tmp_path):
 def test_nan_loss_names_its_step_and_the_last_good_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match=r"training loss is nan at step \d+\..*checkpoint"):
         _fit(tmp_path / "nan", model=_Regressor(nan=True), log_every_steps=3)
+
+
+@pytest.mark.parametrize("setting,value", [
+    ("max_steps", 0), ("max_steps", -3), ("max_epochs", 0), ("patience", -1), ("patience", 0),
+    ("eval_every_epochs", 0), ("grad_accum_steps", 0), ("batch_size", 0), ("learning_rate", float("nan")),
+    ("grad_clip", 0.0), ("eval_every_steps", 0), ("mode", "lowest"), ("max_epochs", 2.5),
+])
+def test_settings_that_cannot_work_are_refused_before_any_work(tmp_path, setting, value):
+    gin.clear_config()
+    with pytest.raises(ValueError, match=rf"fit\.{setting} = .* cannot work"):
+        fit(_Regressor(), _data(), _evaluate, run_dir=tmp_path / "bad", info={}, seed=1, **{setting: value})
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_run_folder_is_locked_while_a_run_uses_it(tmp_path):
+    from genrec.io import file_lock
+
+    (tmp_path / "busy").mkdir()
+    with file_lock(tmp_path / "busy" / ".lock"), pytest.raises(RuntimeError, match="another process is running"):
+        _fit(tmp_path / "busy")
+
+
+def _interrupted_fit(run_dir, at_validation=3):
+    """A run killed (by an exception) at its ``at_validation``-th validation, after a checkpoint."""
+    def boom(model, which, acc, calls=[]):
+        calls.append(1)
+        if len(calls) == at_validation:
+            raise RuntimeError("interrupt")
+        return _evaluate(model, which, acc)
+    gin.clear_config()
+    torch.manual_seed(0)
+    with pytest.raises(RuntimeError, match="interrupt"):
+        fit(_Regressor(), _data(), boom, run_dir=run_dir, info={}, seed=1, batch_size=8, learning_rate=0.05,
+            metric="neg_mse", max_epochs=6, eval_every_steps=5)
+
+
+def test_a_moved_run_resumes_and_a_finished_run_is_reported(tmp_path):
+    _interrupted_fit(tmp_path / "a")
+    (tmp_path / "a").rename(tmp_path / "b")
+    resumed = _fit(tmp_path / "b", eval_every_steps=5)
+    full = _fit(tmp_path / "full", eval_every_steps=5)
+    assert resumed["valid"] == full["valid"] and resumed["test"] == full["test"]
+    # a finished run reports its metrics.json instead of evaluating test again
+    saved = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert _fit(tmp_path / "b", eval_every_steps=5) == saved
+
+
+def test_a_torn_log_line_does_not_block_resume(tmp_path):
+    _interrupted_fit(tmp_path / "t")
+    with (tmp_path / "t" / "log.jsonl").open("a") as f:
+        f.write('{"step": 11, "lo')  # killed mid-write
+    resumed = _fit(tmp_path / "t", eval_every_steps=5)
+    records = [json.loads(line) for line in (tmp_path / "t" / "log.jsonl").read_text().splitlines()]
+    full = _fit(tmp_path / "full", eval_every_steps=5)
+    assert resumed["test"] == full["test"] and resumed["steps"] == full["steps"]
+    assert [r["step"] for r in records] == sorted(r["step"] for r in records)
+
+
+def test_identity_ignores_run_folder_bindings():
+    from genrec.training.loop import _identity
+
+    assert _identity("a.b = 1\ntrain_x.run_dir = 'x'\n") == _identity("a.b = 1\ntrain_x.run_dir = 'y/z'\n")
+    assert _identity("a.b = 1\n") != _identity("a.b = 2\n")

@@ -7,11 +7,13 @@ is JSON in the safetensors metadata. Loading therefore never executes code.
 
 Files are written to a temporary name in the same folder and renamed over the target
 (:func:`genrec.io.atomic_path`), so a kill at any moment leaves either the previous checkpoint or the
-new one, never a torn file.
+new one, never a torn file. The metadata records a sha256 of every tensor's bytes, checked on load,
+so a file damaged later (disk, copy) is refused instead of resuming from wrong weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -37,7 +39,7 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
             value = value.clone()
         seen.add(value.data_ptr())
         body[key] = value
-    meta = {"genrec": json.dumps(metadata or {})}
+    meta = {"genrec": json.dumps(metadata or {}), "sha256": _digest(body)}
     with atomic_path(path) as tmp:
         save_file(body, str(tmp), metadata=meta)
 
@@ -50,11 +52,26 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     try:
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("genrec", "{}"))
+            header = f.metadata() or {}
+        meta, recorded = json.loads(header.get("genrec", "{}")), header.get("sha256")
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"checkpoint {path} is corrupt or not a genrec safetensors file ({err}); "
                          f"delete it to start that run again") from err
+    if recorded is not None and recorded != _digest(tensors):
+        raise ValueError(f"checkpoint {path} is corrupt: its tensors do not match the checksum written with them; "
+                         "delete it to start that run again")
     return tensors, meta
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        value = tensors[key].detach().to("cpu").contiguous()
+        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
+        if value.numel():
+            digest.update(value.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

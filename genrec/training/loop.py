@@ -38,6 +38,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import sys
 import time
@@ -55,7 +56,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from genrec.config import check_all_bindings_used
-from genrec.io import atomic_write_text
+from genrec.io import LockedError, atomic_write_text, file_lock
 from genrec.training.checkpoint import (load_checkpoint, load_tensors, load_trainable_state, save_checkpoint,
                                         save_tensors, trainable_state_dict)
 
@@ -146,13 +147,21 @@ class _Log:
         """Drops records written after ``step`` (by an interrupted run that did not checkpoint them)."""
         if not (self.enabled and self.path.exists()):
             return
-        keep = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        keep = [line for line in self.path.read_text().splitlines() if _record_step(line) <= step]
         atomic_write_text(self.path, "".join(line + "\n" for line in keep))
 
     def write(self, **record: Any) -> None:
         if self.enabled:
             with self.path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def _record_step(line: str) -> int:
+    """The step of a ``log.jsonl`` line; a torn or foreign line (a kill mid-write) counts as after every step."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return sys.maxsize  # dropped: it was written after the checkpoint or never completed
 
 
 @gin.configurable(denylist=["model", "train_data", "evaluate", "run_dir", "info", "collate_fn", "seed"])
@@ -221,173 +230,186 @@ def fit(
         The dictionary written to ``metrics.json``.
     """
     run_dir = Path(run_dir)
-    if mode not in ("max", "min"):
-        raise ValueError(f"unknown fit.mode {mode!r}; use 'max' or 'min'")
+    _check_settings(max_epochs=max_epochs, max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
+                    weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
+                    grad_accum_steps=grad_accum_steps, eval_every_epochs=eval_every_epochs,
+                    eval_every_steps=eval_every_steps, patience=patience, mode=mode, log_every_steps=log_every_steps,
+                    num_workers=num_workers)
     # accelerate keeps one precision per process; each fit chooses its own (the process group stays).
     AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=_mixed_precision(mixed_precision), cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    check_all_bindings_used()
-    _check_config(run_dir / "config.gin", gin.operative_config_str(), main)
-    accelerator.wait_for_everyone()
-
-    sampler = DistributedSampler(train_data, num_replicas=accelerator.num_processes,
-                                 rank=accelerator.process_index, shuffle=True, seed=seed, drop_last=False)
-    # The loader's own generator keeps iterator creation from drawing on the global RNG, whose state a
-    # resumed run restores from the checkpoint.
-    loader = DataLoader(train_data, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn,
-                        num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
-    if len(loader) == 0:
-        raise ValueError("the training set is empty: nothing to train on (check the dataset and split)")
-    steps_per_epoch = math.ceil(len(loader) / grad_accum_steps)
-    total_steps = min(max_steps or sys.maxsize, steps_per_epoch * max_epochs)
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    fused = accelerator.device.type == "cuda"  # one kernel for all parameters; CPU keeps the reference path
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, betas=tuple(betas),
-                                  **({"fused": True} if fused else {}))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule, warmup_steps, total_steps))
-    wrapped, optimizer = accelerator.prepare(model, optimizer)
-    train_model = torch.compile(wrapped) if compile else wrapped  # shares the parameters of ``wrapped``
-
-    log = _Log(run_dir / "log.jsonl", main)
-    ckpt_path = run_dir / "checkpoint.safetensors"
-    state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_step": None, "bad_evals": 0,
-             "done": False, "train_seconds": 0.0, "eval_seconds": 0.0}
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, accelerator.unwrap_model(wrapped), optimizer, scheduler)
-        log.truncate_after(state["step"])
-        accelerator.print(f"resuming {run_dir} at epoch {state['epoch']}, step {state['step']}")
-
-    def checkpoint() -> None:
+    with run_folder_lock(run_dir, main):
+        check_all_bindings_used()
+        _check_config(run_dir / "config.gin", gin.operative_config_str(), main)
         accelerator.wait_for_everyone()
-        if main:
-            save_checkpoint(ckpt_path, accelerator.unwrap_model(wrapped), optimizer, scheduler, state)
 
-    def validate() -> bool:
-        """Evaluates valid, keeps the best weights; returns True when training should stop."""
-        if state.get("last_eval_step") == state["step"]:
-            return patience is not None and state["bad_evals"] >= patience
-        state["last_eval_step"] = state["step"]
-        t0 = time.perf_counter()
-        metrics = _evaluate(evaluate, wrapped, "valid", accelerator)
-        state["eval_seconds"] += time.perf_counter() - t0
-        if metric not in metrics:
-            raise KeyError(f"fit.metric {metric!r} is not among the validation metrics: {sorted(metrics)}")
-        value = float(metrics[metric])
-        improved = state["best"] is None or (value > state["best"] if mode == "max" else value < state["best"])
-        if improved:
-            state.update(best=value, best_step=state["step"], best_epoch=state["epoch"], bad_evals=0, best_valid=metrics)
+        sampler = DistributedSampler(train_data, num_replicas=accelerator.num_processes,
+                                     rank=accelerator.process_index, shuffle=True, seed=seed, drop_last=False)
+        # The loader's own generator keeps iterator creation from drawing on the global RNG, whose state a
+        # resumed run restores from the checkpoint.
+        loader = DataLoader(train_data, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn,
+                            num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
+        if len(loader) == 0:
+            raise ValueError("the training set is empty: nothing to train on (check the dataset and split)")
+        steps_per_epoch = math.ceil(len(loader) / grad_accum_steps)
+        total_steps = min(max_steps or sys.maxsize, steps_per_epoch * max_epochs)
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        fused = accelerator.device.type == "cuda"  # one kernel for all parameters; CPU keeps the reference path
+        optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, betas=tuple(betas),
+                                      **({"fused": True} if fused else {}))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule, warmup_steps, total_steps))
+        wrapped, optimizer = accelerator.prepare(model, optimizer)
+        train_model = torch.compile(wrapped) if compile else wrapped  # shares the parameters of ``wrapped``
+
+        log = _Log(run_dir / "log.jsonl", main)
+        ckpt_path = run_dir / "checkpoint.safetensors"
+        state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_step": None, "bad_evals": 0,
+                 "done": False, "train_seconds": 0.0, "eval_seconds": 0.0}
+        if ckpt_path.exists():
+            state = load_checkpoint(ckpt_path, accelerator.unwrap_model(wrapped), optimizer, scheduler)
+            finished = _finished_metrics(run_dir, state)
+            if finished is not None:
+                accelerator.print(f"{run_dir} holds a finished run; reporting its metrics.json (delete that file to "
+                                  "evaluate test again, or the folder to train again)")
+                best, _ = load_tensors(run_dir / "best.safetensors")  # the caller may save the model
+                load_trainable_state(accelerator.unwrap_model(wrapped), best, str(run_dir / "best.safetensors"))
+                if accelerator.num_processes > 1:
+                    accelerator.end_training()
+                return finished
+            accelerator.print(f"resuming {run_dir} at epoch {state['epoch']}, step {state['step']}")
+        log.truncate_after(state["step"])  # records of an interrupted or discarded run after its checkpoint
+
+        def checkpoint() -> None:
+            accelerator.wait_for_everyone()
             if main:
-                save_tensors(run_dir / "best.safetensors", trainable_state_dict(accelerator.unwrap_model(wrapped)),
-                             {"step": state["step"]})
-        else:
-            state["bad_evals"] += 1
-        log.write(step=state["step"], epoch=state["epoch"], valid=metrics, best=state["best"])
-        accelerator.print(f"epoch {state['epoch']} step {state['step']}: valid {metric} {value:.4f}"
-                          f"{' (best)' if improved else ''}")
-        return patience is not None and state["bad_evals"] >= patience
+                save_checkpoint(ckpt_path, accelerator.unwrap_model(wrapped), optimizer, scheduler, state)
 
-    def validate_and_checkpoint(stop: bool) -> bool:
-        """Checks the pending losses, validates, records the time and checkpoints; returns whether to stop."""
-        flush_losses()
-        stop = validate() or stop
-        state["train_seconds"] = time.perf_counter() - t_start - state["eval_seconds"]
-        state["done"] = stop
-        checkpoint()
-        return stop
+        def validate() -> bool:
+            """Evaluates valid, keeps the best weights; returns True when training should stop."""
+            if state.get("last_eval_step") == state["step"]:
+                return patience is not None and state["bad_evals"] >= patience
+            state["last_eval_step"] = state["step"]
+            t0 = time.perf_counter()
+            metrics = _evaluate(evaluate, wrapped, "valid", accelerator)
+            state["eval_seconds"] += time.perf_counter() - t0
+            if metric not in metrics:
+                raise KeyError(f"fit.metric {metric!r} is not among the validation metrics: {sorted(metrics)}")
+            value = float(metrics[metric])
+            improved = state["best"] is None or (value > state["best"] if mode == "max" else value < state["best"])
+            if improved:
+                state.update(best=value, best_step=state["step"], best_epoch=state["epoch"], bad_evals=0, best_valid=metrics)
+                if main:
+                    save_tensors(run_dir / "best.safetensors", trainable_state_dict(accelerator.unwrap_model(wrapped)),
+                                 {"step": state["step"]})
+            else:
+                state["bad_evals"] += 1
+            log.write(step=state["step"], epoch=state["epoch"], valid=metrics, best=state["best"])
+            accelerator.print(f"epoch {state['epoch']} step {state['step']}: valid {metric} {value:.4f}"
+                              f"{' (best)' if improved else ''}")
+            return patience is not None and state["bad_evals"] >= patience
 
-    pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) not yet read back from the device
-    running: list[float] = []
+        def validate_and_checkpoint(stop: bool) -> bool:
+            """Checks the pending losses, validates, records the time and checkpoints; returns whether to stop."""
+            flush_losses()
+            stop = validate() or stop
+            state["train_seconds"] = time.perf_counter() - t_start - state["eval_seconds"]
+            state["done"] = stop
+            checkpoint()
+            return stop
 
-    def flush_losses() -> None:
-        """Reads pending losses back from the device at once (one sync), failing on a non-finite one."""
-        if not pending:
-            return
-        values = torch.stack([loss for _, loss in pending]).float().cpu().tolist()
-        for (step, _), loss in zip(pending, values):
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss is {loss} at step {step}. Lower fit.learning_rate (now {learning_rate}), "
-                    f"keep fit.grad_clip set, or use fit.mixed_precision = 'no'; the last good checkpoint "
-                    f"is {ckpt_path}.")
-        running.extend(values)
-        pending.clear()
-        bar.set_postfix(loss=f"{values[-1]:.4f}", epoch=state["epoch"])
+        pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) not yet read back from the device
+        running: list[float] = []
 
-    t_start = time.perf_counter() - state["train_seconds"] - state["eval_seconds"]
-    bar = tqdm(total=total_steps, initial=state["step"], disable=not main, desc="train", dynamic_ncols=True)
-    while not state["done"]:
-        sampler.set_epoch(state["epoch"])
-        wrapped.train()
-        micro = []
-        flush_losses()
-        running.clear()  # a log record covers the steps of one epoch
-        for i, batch in enumerate(loader):
-            if i < state["batch"]:
-                continue  # done before an interruption
-            micro.append(batch)
-            if len(micro) < grad_accum_steps and i + 1 < len(loader):
-                continue
-            loss = _train_step(train_model, micro, optimizer, scheduler, accelerator, grad_clip)
+        def flush_losses() -> None:
+            """Reads pending losses back from the device at once (one sync), failing on a non-finite one."""
+            if not pending:
+                return
+            values = torch.stack([loss for _, loss in pending]).float().cpu().tolist()
+            for (step, _), loss in zip(pending, values):
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"training loss is {loss} at step {step}. Lower fit.learning_rate (now {learning_rate}), "
+                        f"keep fit.grad_clip set, or use fit.mixed_precision = 'no'; the last good checkpoint "
+                        f"is {ckpt_path}.")
+            running.extend(values)
+            pending.clear()
+            bar.set_postfix(loss=f"{values[-1]:.4f}", epoch=state["epoch"])
+
+        t_start = time.perf_counter() - state["train_seconds"] - state["eval_seconds"]
+        bar = tqdm(total=total_steps, initial=state["step"], disable=not main, desc="train", dynamic_ncols=True)
+        while not state["done"]:
+            sampler.set_epoch(state["epoch"])
+            wrapped.train()
             micro = []
-            state["batch"], state["step"] = i + 1, state["step"] + 1
-            pending.append((state["step"], loss))
-            bar.update(1)
-            if state["step"] % log_every_steps == 0:
-                flush_losses()
-                log.write(step=state["step"], epoch=state["epoch"], loss=float(np.mean(running)),
-                          lr=scheduler.get_last_lr()[0])
-                running.clear()
-            stop = state["step"] >= total_steps
-            if eval_every_steps and state["step"] % eval_every_steps == 0:
-                stop = validate_and_checkpoint(stop)
-            if stop and i + 1 < len(loader):  # the last batch falls through to the epoch's end
-                break
-        else:  # epoch finished
-            state.update(epoch=state["epoch"] + 1, batch=0)
-            stop = state["epoch"] >= max_epochs or state["step"] >= total_steps
-            if state["epoch"] % eval_every_epochs == 0 or stop:  # checkpoints come with validations
-                stop = validate_and_checkpoint(stop)
-            continue
-        if not state["done"]:  # stopped mid-epoch by max_steps or patience without a step-eval
-            validate_and_checkpoint(True)
-    bar.close()
+            flush_losses()
+            running.clear()  # a log record covers the steps of one epoch
+            for i, batch in enumerate(loader):
+                if i < state["batch"]:
+                    continue  # done before an interruption
+                micro.append(batch)
+                if len(micro) < grad_accum_steps and i + 1 < len(loader):
+                    continue
+                loss = _train_step(train_model, micro, optimizer, scheduler, accelerator, grad_clip)
+                micro = []
+                state["batch"], state["step"] = i + 1, state["step"] + 1
+                pending.append((state["step"], loss))
+                bar.update(1)
+                if state["step"] % log_every_steps == 0:
+                    flush_losses()
+                    log.write(step=state["step"], epoch=state["epoch"], loss=float(np.mean(running)),
+                              lr=scheduler.get_last_lr()[0])
+                    running.clear()
+                stop = state["step"] >= total_steps
+                if eval_every_steps and state["step"] % eval_every_steps == 0:
+                    stop = validate_and_checkpoint(stop)
+                if stop and i + 1 < len(loader):  # the last batch falls through to the epoch's end
+                    break
+            else:  # epoch finished
+                state.update(epoch=state["epoch"] + 1, batch=0)
+                stop = state["epoch"] >= max_epochs or state["step"] >= total_steps
+                if state["epoch"] % eval_every_epochs == 0 or stop:  # checkpoints come with validations
+                    stop = validate_and_checkpoint(stop)
+                continue
+            if not state["done"]:  # stopped mid-epoch by max_steps or patience without a step-eval
+                validate_and_checkpoint(True)
+        bar.close()
 
-    best, _ = load_tensors(run_dir / "best.safetensors")
-    load_trainable_state(accelerator.unwrap_model(wrapped), best, str(run_dir / "best.safetensors"))
-    t0 = time.perf_counter()
-    test = _evaluate(evaluate, wrapped, "test", accelerator)
-    test_seconds = time.perf_counter() - t0
-    result = {
-        **{k: info[k] for k in ("dataset", "split", "protocol") if k in info},
-        "seed": seed,
-        "valid": state["best_valid"],
-        "test": test,
-        "best_epoch": state.get("best_epoch"),
-        "best_step": state["best_step"],
-        "epochs": state["epoch"],
-        "steps": state["step"],
-        "train_seconds": round(state["train_seconds"], 2),
-        "eval_seconds": round(state["eval_seconds"], 2),
-        "test_seconds": round(test_seconds, 2),
-        **peak_memory(),
-        **{k: v for k, v in info.items() if k not in ("dataset", "split", "protocol")},
-        "num_processes": accelerator.num_processes,
-        "device": str(accelerator.device),
-        "mixed_precision": accelerator.mixed_precision,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-    if main:
-        log.write(step=state["step"], epoch=state["epoch"], test=test)
-        atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
-    accelerator.wait_for_everyone()
-    if accelerator.num_processes > 1:
-        accelerator.end_training()  # tears down the process group; exiting without it can abort at exit
-    return result
+        best, _ = load_tensors(run_dir / "best.safetensors")
+        load_trainable_state(accelerator.unwrap_model(wrapped), best, str(run_dir / "best.safetensors"))
+        t0 = time.perf_counter()
+        test = _evaluate(evaluate, wrapped, "test", accelerator)
+        test_seconds = time.perf_counter() - t0
+        result = {
+            **{k: info[k] for k in ("dataset", "split", "protocol") if k in info},
+            "seed": seed,
+            "valid": state["best_valid"],
+            "test": test,
+            "best_epoch": state.get("best_epoch"),
+            "best_step": state["best_step"],
+            "epochs": state["epoch"],
+            "steps": state["step"],
+            "train_seconds": round(state["train_seconds"], 2),
+            "eval_seconds": round(state["eval_seconds"], 2),
+            "test_seconds": round(test_seconds, 2),
+            **peak_memory(),
+            **{k: v for k, v in info.items() if k not in ("dataset", "split", "protocol")},
+            "num_processes": accelerator.num_processes,
+            "device": str(accelerator.device),
+            "mixed_precision": accelerator.mixed_precision,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        }
+        if main:
+            log.write(step=state["step"], epoch=state["epoch"], test=test)
+            atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
+        accelerator.wait_for_everyone()
+        if accelerator.num_processes > 1:
+            accelerator.end_training()  # tears down the process group; exiting without it can abort at exit
+        return result
 
 
 def _train_step(model, micro: list[dict], optimizer, scheduler, accelerator: Accelerator,
@@ -422,13 +444,76 @@ def _evaluate(evaluate: Evaluate, wrapped, which: str, accelerator: Accelerator)
         model.train()
 
 
+def _identity(config: str) -> str:
+    """A run's config without the lines that bind run folders: the same run, reached through another
+    path or after the folder moved, is the same run."""
+    return "\n".join(line for line in config.splitlines() if not _RUN_DIR_BINDING.match(line))
+
+
+_RUN_DIR_BINDING = re.compile(r"^\s*[\w./]+\.run_dir\s*=")
+
+
 def _check_config(path: Path, operative: str, main: bool) -> None:
     """Writes the operative config, or refuses a run folder made with a different one."""
     if path.exists() and (path.parent / "checkpoint.safetensors").exists():
-        if path.read_text() != operative:
+        if _identity(path.read_text()) != _identity(operative):
             raise ValueError(
                 f"{path.parent} holds a run made with a different config (see {path}). "
                 f"Use another --run-dir, or delete {path.parent} to start over.")
         return
     if main:
         atomic_write_text(path, operative)
+
+
+@contextmanager
+def run_folder_lock(run_dir: Path, main: bool) -> Iterator[None]:
+    """Holds ``run_dir/.lock`` (main process) so that two runs never write one folder at once."""
+    if not main:
+        yield
+        return
+    try:
+        with file_lock(run_dir / ".lock", blocking=False):
+            yield
+    except LockedError:
+        raise RuntimeError(f"another process is running in {run_dir} (it holds {run_dir / '.lock'}); wait for it to "
+                           "finish, or give this run another --run-dir") from None
+
+
+def _finished_metrics(run_dir: Path, state: dict[str, Any]) -> dict[str, Any] | None:
+    """The metrics.json of a finished run (its checkpoint says done), or None to train/evaluate."""
+    path = run_dir / "metrics.json"
+    if not state.get("done") or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # torn or unreadable: evaluate test again and rewrite it
+
+
+def _check_settings(**settings: Any) -> None:
+    """Raises ValueError naming the ``fit.*`` binding whose value cannot work."""
+    rules = {
+        "max_epochs": lambda v: isinstance(v, int) and v >= 1,
+        "max_steps": lambda v: v is None or (isinstance(v, int) and v >= 1),
+        "batch_size": lambda v: isinstance(v, int) and v >= 1,
+        "learning_rate": lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v > 0,
+        "weight_decay": lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0,
+        "warmup_steps": lambda v: isinstance(v, int) and v >= 0,
+        "grad_clip": lambda v: v is None or (isinstance(v, (int, float)) and math.isfinite(v) and v > 0),
+        "grad_accum_steps": lambda v: isinstance(v, int) and v >= 1,
+        "eval_every_epochs": lambda v: isinstance(v, int) and v >= 1,
+        "eval_every_steps": lambda v: v is None or (isinstance(v, int) and v >= 1),
+        "patience": lambda v: v is None or (isinstance(v, int) and v >= 1),
+        "mode": lambda v: v in ("max", "min"),
+        "log_every_steps": lambda v: isinstance(v, int) and v >= 1,
+        "num_workers": lambda v: isinstance(v, int) and v >= 0,
+    }
+    needs = {"max_epochs": "an int >= 1", "max_steps": "an int >= 1, or None for no limit",
+             "batch_size": "an int >= 1", "learning_rate": "a finite number > 0", "weight_decay": "a number >= 0",
+             "warmup_steps": "an int >= 0", "grad_clip": "a number > 0, or None to disable clipping",
+             "grad_accum_steps": "an int >= 1", "eval_every_epochs": "an int >= 1",
+             "eval_every_steps": "an int >= 1, or None", "patience": "an int >= 1, or None to never stop early",
+             "mode": "'max' or 'min'", "log_every_steps": "an int >= 1", "num_workers": "an int >= 0"}
+    for name, value in settings.items():
+        if isinstance(value, bool) or not rules[name](value):
+            raise ValueError(f"fit.{name} = {value!r} cannot work; it must be {needs[name]}")

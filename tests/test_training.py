@@ -223,7 +223,7 @@ def test_a_torn_log_line_does_not_block_resume(tmp_path):
 
 
 def test_identity_ignores_run_folder_bindings():
-    from genrec.training.loop import _identity
+    from genrec.training.run_folder import config_identity as _identity
 
     assert _identity("a.b = 1\ntrain_x.run_dir = 'x'\n") == _identity("a.b = 1\ntrain_x.run_dir = 'y/z'\n")
     assert _identity("a.b = 1\n") != _identity("a.b = 2\n")

@@ -22,7 +22,8 @@ trains thousands of tiny epochs, like the RQ-VAE, does not write one per epoch).
 from a sampler seeded by (seed, epoch), batches already done in the interrupted epoch are skipped,
 and the RNG states are restored, so on a CPU the resumed run reaches exactly the metrics of an
 uninterrupted one. A folder whose ``config.gin`` differs from the current config is refused rather
-than silently mixed.
+than silently mixed; a folder in use by another process is refused; a finished run reports its
+``metrics.json`` (:mod:`genrec.training.run_folder`).
 
 Distributed: the same code runs on one process or many (``accelerate launch``, ``torchrun``): each
 process takes a disjoint shard of every epoch's permutation (``DistributedSampler``), gradients are
@@ -38,7 +39,6 @@ import json
 import math
 import os
 import platform
-import re
 import resource
 import sys
 import time
@@ -56,9 +56,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from genrec.config import check_all_bindings_used
-from genrec.io import LockedError, atomic_write_text, file_lock
+from genrec.io import atomic_write_text
 from genrec.training.checkpoint import (load_checkpoint, load_tensors, load_trainable_state, save_checkpoint,
                                         save_tensors, trainable_state_dict)
+from genrec.training.run_folder import RunLog, check_config, finished_metrics, run_folder_lock
 
 __all__ = ["fit", "lr_lambda", "peak_memory", "seed_everything", "single_process"]
 
@@ -135,33 +136,6 @@ def _mixed_precision(choice: str) -> str:
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16"
     return "no"  # CPU autocast is slower than fp32 for these models
-
-
-class _Log:
-    """Appends JSON lines to ``log.jsonl`` (main process only)."""
-
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled = path, enabled
-
-    def truncate_after(self, step: int) -> None:
-        """Drops records written after ``step`` (by an interrupted run that did not checkpoint them)."""
-        if not (self.enabled and self.path.exists()):
-            return
-        keep = [line for line in self.path.read_text().splitlines() if _record_step(line) <= step]
-        atomic_write_text(self.path, "".join(line + "\n" for line in keep))
-
-    def write(self, **record: Any) -> None:
-        if self.enabled:
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-
-
-def _record_step(line: str) -> int:
-    """The step of a ``log.jsonl`` line; a torn or foreign line (a kill mid-write) counts as after every step."""
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return sys.maxsize  # dropped: it was written after the checkpoint or never completed
 
 
 @gin.configurable(denylist=["model", "train_data", "evaluate", "run_dir", "info", "collate_fn", "seed"])
@@ -243,7 +217,7 @@ def fit(
         run_dir.mkdir(parents=True, exist_ok=True)
     with run_folder_lock(run_dir, main):
         check_all_bindings_used()
-        _check_config(run_dir / "config.gin", gin.operative_config_str(), main)
+        check_config(run_dir / "config.gin", gin.operative_config_str(), main)
         accelerator.wait_for_everyone()
 
         sampler = DistributedSampler(train_data, num_replicas=accelerator.num_processes,
@@ -265,13 +239,13 @@ def fit(
         wrapped, optimizer = accelerator.prepare(model, optimizer)
         train_model = torch.compile(wrapped) if compile else wrapped  # shares the parameters of ``wrapped``
 
-        log = _Log(run_dir / "log.jsonl", main)
+        log = RunLog(run_dir / "log.jsonl", main)
         ckpt_path = run_dir / "checkpoint.safetensors"
         state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_step": None, "bad_evals": 0,
                  "done": False, "train_seconds": 0.0, "eval_seconds": 0.0}
         if ckpt_path.exists():
             state = load_checkpoint(ckpt_path, accelerator.unwrap_model(wrapped), optimizer, scheduler)
-            finished = _finished_metrics(run_dir, state)
+            finished = finished_metrics(run_dir, state)
             if finished is not None:
                 accelerator.print(f"{run_dir} holds a finished run; reporting its metrics.json (delete that file to "
                                   "evaluate test again, or the folder to train again)")
@@ -442,52 +416,6 @@ def _evaluate(evaluate: Evaluate, wrapped, which: str, accelerator: Accelerator)
             return evaluate(model, which, accelerator)
     finally:
         model.train()
-
-
-def _identity(config: str) -> str:
-    """A run's config without the lines that bind run folders: the same run, reached through another
-    path or after the folder moved, is the same run."""
-    return "\n".join(line for line in config.splitlines() if not _RUN_DIR_BINDING.match(line))
-
-
-_RUN_DIR_BINDING = re.compile(r"^\s*[\w./]+\.run_dir\s*=")
-
-
-def _check_config(path: Path, operative: str, main: bool) -> None:
-    """Writes the operative config, or refuses a run folder made with a different one."""
-    if path.exists() and (path.parent / "checkpoint.safetensors").exists():
-        if _identity(path.read_text()) != _identity(operative):
-            raise ValueError(
-                f"{path.parent} holds a run made with a different config (see {path}). "
-                f"Use another --run-dir, or delete {path.parent} to start over.")
-        return
-    if main:
-        atomic_write_text(path, operative)
-
-
-@contextmanager
-def run_folder_lock(run_dir: Path, main: bool) -> Iterator[None]:
-    """Holds ``run_dir/.lock`` (main process) so that two runs never write one folder at once."""
-    if not main:
-        yield
-        return
-    try:
-        with file_lock(run_dir / ".lock", blocking=False):
-            yield
-    except LockedError:
-        raise RuntimeError(f"another process is running in {run_dir} (it holds {run_dir / '.lock'}); wait for it to "
-                           "finish, or give this run another --run-dir") from None
-
-
-def _finished_metrics(run_dir: Path, state: dict[str, Any]) -> dict[str, Any] | None:
-    """The metrics.json of a finished run (its checkpoint says done), or None to train/evaluate."""
-    path = run_dir / "metrics.json"
-    if not state.get("done") or not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None  # torn or unreadable: evaluate test again and rewrite it
 
 
 def _check_settings(**settings: Any) -> None:

@@ -1,0 +1,98 @@
+"""A run folder's bookkeeping: its lock, its identity, its log and whether it is finished.
+
+* :func:`run_folder_lock`: the main process holds ``<run dir>/.lock`` for the whole run, so two
+  processes never write one folder (a second one is refused at once).
+* :func:`check_config`: ``config.gin`` holds the operative config; a folder holding a resumable run
+  made with another config is refused. A run's identity (:func:`config_identity`) is its config
+  without ``*.run_dir`` bindings, so a folder reached through another path, or moved, still resumes.
+* :class:`RunLog`: ``log.jsonl``, one JSON record per line, trimmed to the checkpoint's step on
+  resume; a torn line (a kill mid-write) is dropped, never an error.
+* :func:`finished_metrics`: a finished run's ``metrics.json``, reported instead of evaluated again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from genrec.io import LockedError, atomic_write_text, file_lock
+
+__all__ = ["RunLog", "check_config", "config_identity", "finished_metrics", "run_folder_lock"]
+
+
+class RunLog:
+    """Appends JSON lines to ``log.jsonl`` (main process only)."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def truncate_after(self, step: int) -> None:
+        """Drops records written after ``step`` (by an interrupted run that did not checkpoint them)."""
+        if not (self.enabled and self.path.exists()):
+            return
+        keep = [line for line in self.path.read_text().splitlines() if _record_step(line) <= step]
+        atomic_write_text(self.path, "".join(line + "\n" for line in keep))
+
+    def write(self, **record: Any) -> None:
+        if self.enabled:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _record_step(line: str) -> int:
+    """The step of a ``log.jsonl`` line; a torn or foreign line (a kill mid-write) counts as after every step."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return sys.maxsize  # dropped: it was written after the checkpoint or never completed
+
+
+def config_identity(config: str) -> str:
+    """A run's config without the lines that bind run folders: the same run, reached through another
+    path or after the folder moved, is the same run."""
+    return "\n".join(line for line in config.splitlines() if not _RUN_DIR_BINDING.match(line))
+
+
+_RUN_DIR_BINDING = re.compile(r"^\s*[\w./]+\.run_dir\s*=")
+
+
+def check_config(path: Path, operative: str, main: bool) -> None:
+    """Writes the operative config, or refuses a run folder made with a different one."""
+    if path.exists() and (path.parent / "checkpoint.safetensors").exists():
+        if config_identity(path.read_text()) != config_identity(operative):
+            raise ValueError(
+                f"{path.parent} holds a run made with a different config (see {path}). "
+                f"Use another --run-dir, or delete {path.parent} to start over.")
+        return
+    if main:
+        atomic_write_text(path, operative)
+
+
+@contextmanager
+def run_folder_lock(run_dir: Path, main: bool) -> Iterator[None]:
+    """Holds ``run_dir/.lock`` (main process) so that two runs never write one folder at once."""
+    if not main:
+        yield
+        return
+    try:
+        with file_lock(run_dir / ".lock", blocking=False):
+            yield
+    except LockedError:
+        raise RuntimeError(f"another process is running in {run_dir} (it holds {run_dir / '.lock'}); wait for it to "
+                           "finish, or give this run another --run-dir") from None
+
+
+def finished_metrics(run_dir: Path, state: dict[str, Any]) -> dict[str, Any] | None:
+    """The metrics.json of a finished run (its checkpoint says done), or None to train/evaluate."""
+    path = run_dir / "metrics.json"
+    if not state.get("done") or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # torn or unreadable: evaluate test again and rewrite it

@@ -41,8 +41,10 @@ class ConfigError(ValueError):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from genrec.assets import AssetError
     from genrec.data import DatasetFileError
+    from genrec.training.run_folder import RunFolderBusy
 
-    return ConfigError, AssetError, DatasetFileError, FloatingPointError, ValueError, KeyError
+    # OSError: a read-only or full disk, a missing file; the message names the path.
+    return ConfigError, AssetError, DatasetFileError, FloatingPointError, ValueError, KeyError, OSError, RunFolderBusy
 
 
 def parse_args(argv: Sequence[str] | None, prog: str, splits: Sequence[str]) -> argparse.Namespace:

@@ -22,7 +22,11 @@ from typing import Any
 
 from genrec.io import LockedError, atomic_write_text, file_lock
 
-__all__ = ["RunLog", "check_config", "config_identity", "finished_metrics", "run_folder_lock"]
+__all__ = ["RunFolderBusy", "RunLog", "check_config", "config_identity", "finished_metrics", "run_folder_lock"]
+
+
+class RunFolderBusy(RuntimeError):
+    """Another process holds the run folder's lock."""
 
 
 class RunLog:
@@ -83,7 +87,7 @@ def run_folder_lock(run_dir: Path, main: bool) -> Iterator[None]:
         with file_lock(run_dir / ".lock", blocking=False):
             yield
     except LockedError:
-        raise RuntimeError(f"another process is running in {run_dir} (it holds {run_dir / '.lock'}); wait for it to "
+        raise RunFolderBusy(f"another process is running in {run_dir} (it holds {run_dir / '.lock'}); wait for it to "
                            "finish, or give this run another --run-dir") from None
 
 

@@ -15,8 +15,10 @@ import pytest
 import torch
 
 from genrec.data import load_dataset
+from genrec.data.windows import SequenceWindows
 from genrec.llm import tiny_causal_lm
-from genrec.models.cllm4rec import CLLM4Rec, UserSequenceWindows
+from genrec.llm.lora import lora_settings
+from genrec.models.cllm4rec import CLLM4Rec
 from genrec.training import experiment, fit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,12 +49,18 @@ def ml100k():
 
 def build(path, num_users=6, num_items=40, seed=0, **kwargs):
     torch.manual_seed(seed)
-    kwargs = {"d_rec": 16, "max_len": 8, "user_dropout": 0.0, **kwargs}
+    kwargs = {"d_rec": 16, "max_history": 8, "user_dropout": 0.0, **kwargs}
+    if kwargs.get("tuning") == "lora":  # r 8 on every linear layer (any architecture), alpha 16
+        kwargs.setdefault("lora", lora_settings(alpha=16, target_modules="all-linear"))
     return CLLM4Rec(num_users=num_users, num_items=num_items, pretrained_path=path, **kwargs)
 
 
 SEQUENCES = [np.arange(1, 15), np.array([3, 4, 5]), np.array([7]), np.arange(20, 31), np.array([2, 9, 8, 2]),
              np.array([40, 39])]
+
+
+def windows(sequences, max_history):
+    return SequenceWindows(sequences, max_history, with_user=True)
 
 
 def batch_of(windows):
@@ -71,28 +79,12 @@ def served(tiny_llms):
 # --- data --------------------------------------------------------------------------------------
 
 
-def test_windows_prefix_the_user_and_label_each_item_once():
-    windows = UserSequenceWindows([np.array([1, 2, 3, 4, 5, 6, 7]), np.array([9])], max_len=3)
-    rows = [(int(w["users"]), w["items"].tolist(), w["labels"].tolist()) for w in windows]
-    # user 0 (7 items), max_len 3, stride 3: windows end at 7, 4, 1 (latest first)
-    assert rows == [
-        (0, [4, 5, 6], [-100, 5, 6, 7]),  # [u0, 4, 5, 6] -> 4, 5, 6, 7; 4 belongs to the next window
-        (0, [1, 2, 3], [-100, 2, 3, 4]),  # [u0, 1, 2, 3] -> 1, 2, 3, 4; 1 belongs to the earliest window
-        (0, [0, 0, 0], [1, -100, -100, -100]),  # [u0] -> 1: the first item from the user alone
-        (1, [0, 0, 0], [9, -100, -100, -100]),
-    ]
-    labels = torch.stack([w["labels"] for w in windows])
-    assert sorted(labels[labels > 0].tolist()) == [1, 2, 3, 4, 5, 6, 7, 9]  # every item a target once
-    with pytest.raises(ValueError, match="stride"):
-        UserSequenceWindows([np.arange(1, 5)], max_len=3, stride=4)
-
-
 # --- training signal ---------------------------------------------------------------------------
 
 
 def test_frozen_llm_gets_no_gradient_but_tables_and_projections_do(tiny_llms):
     model = build(tiny_llms["llama"], bpr_context_weight=1.0, bpr_user_weight=1.0)
-    _, loss = model(**batch_of(UserSequenceWindows(SEQUENCES, 8)))
+    _, loss = model(**batch_of(windows(SEQUENCES, 8)))
     loss.backward()
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"user_emb.weight", "item_emb.weight", "in_proj.weight", "in_proj.bias", "out_proj.weight",
@@ -106,7 +98,7 @@ def test_frozen_llm_gets_no_gradient_but_tables_and_projections_do(tiny_llms):
 @pytest.mark.parametrize("tuning", ["lora", "full"])
 def test_lora_and_full_tuning_train_the_llm_but_never_its_word_embeddings(tiny_llms, tuning):
     model = build(tiny_llms["llama"], tuning=tuning)
-    _, loss = model(**batch_of(UserSequenceWindows(SEQUENCES, 8)))
+    _, loss = model(**batch_of(windows(SEQUENCES, 8)))
     loss.backward()
     llm = {name: p for name, p in model.llm.named_parameters() if p.requires_grad}
     assert llm and all(p.grad is not None for p in llm.values())
@@ -118,16 +110,16 @@ def test_lora_and_full_tuning_train_the_llm_but_never_its_word_embeddings(tiny_l
 @pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
 def test_other_architectures_train_and_score(tiny_llms, arch):
     model = build(tiny_llms[arch], tuning="lora")
-    _, loss = model(**batch_of(UserSequenceWindows(SEQUENCES, 8)))
+    _, loss = model(**batch_of(windows(SEQUENCES, 8)))
     loss.backward()
     assert torch.isfinite(loss) and model.in_proj.weight.grad.abs().sum() > 0
-    scores = model.eval().score(np.array([0, 3]), [np.array([1, 2]), np.array([], dtype=np.int64)])
+    scores = model.eval().score([np.array([1, 2]), np.array([], dtype=np.int64)], np.array([0, 3]))
     assert scores.shape == (2, 41) and torch.isinf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
 
 
 def test_each_bpr_part_adds_its_weighted_term(tiny_llms):
     model = build(tiny_llms["llama"], l2_weight=0.0).eval()  # eval: no dropout, same forward every call
-    batch = batch_of(UserSequenceWindows(SEQUENCES, 8))
+    batch = batch_of(windows(SEQUENCES, 8))
 
     def loss_with(**weights):
         model.settings.update({"bpr_context_weight": 0.0, "bpr_user_weight": 0.0, **weights})
@@ -169,13 +161,13 @@ def test_loss_falls_on_a_tiny_real_subset(tiny_llms, ml100k, tmp_path):
     sequences = ml100k.sequences[:60]
     num_items = int(max(s.max() for s in sequences))
     gin.clear_config()
-    model = build(tiny_llms["llama"], num_users=60, num_items=num_items, d_rec=32, max_len=16)
-    windows = UserSequenceWindows(sequences, 16)
+    model = build(tiny_llms["llama"], num_users=60, num_items=num_items, d_rec=32, max_history=16)
+    training = windows(sequences, 16)
 
     def evaluate(model, which, accelerator):
         return {"ndcg@10": 0.0}
 
-    fit(model, windows, evaluate, run_dir=tmp_path, info={}, seed=0, max_epochs=1000, max_steps=60, batch_size=16,
+    fit(model, training, evaluate, run_dir=tmp_path, info={}, seed=0, max_epochs=1000, max_steps=60, batch_size=16,
         learning_rate=3e-3, log_every_steps=10, patience=None, eval_every_epochs=1000)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "log.jsonl").read_text().splitlines()
               if "loss" in json.loads(line)]
@@ -204,50 +196,56 @@ def test_random_scores_give_chance_level_sampled_hit_rate():
 
 
 def test_recommend_uses_faiss_top_k_of_the_scores_and_skips_the_history(served):
-    top, scores = served.recommend_indices(np.array([0]), [SEQUENCES[0]], k=5)
-    expected = served.score(np.array([0]), [SEQUENCES[0]])[0]
+    top, scores = served.recommend_indices([SEQUENCES[0]], k=5, users=np.array([0]))
+    expected = served.score([SEQUENCES[0]], np.array([0]))[0]
     expected[torch.as_tensor(SEQUENCES[0])] = float("-inf")
-    assert top[0].tolist() == expected.topk(5).indices.tolist()
+    assert top[0].tolist() == expected.topk(5).indices.tolist() and scores.dtype == torch.float32
     assert torch.allclose(scores[0], expected.topk(5).values, atol=1e-5)
     # a known user without a history uses the stored one; with exclusion off, history items may come back
-    assert [i for i, _ in served.recommend("u0", k=5)] == [f"i{i}" for i in top[0].tolist()]
-    unmasked = served.recommend_indices(np.array([0]), [SEQUENCES[0]], k=20, exclude_history=False)[0][0]
+    assert [i for i, _ in served.recommend(users=["u0"], k=5)[0]] == [f"i{i}" for i in top[0].tolist()]
+    assert served.recommend([None], k=5, users=["u0"]) == served.recommend(users=["u0"], k=5)
+    unmasked = served.recommend_indices([SEQUENCES[0]], k=20, users=np.array([0]), exclude_history=False)[0][0]
     assert set(unmasked.tolist()) & set(SEQUENCES[0].tolist())
 
 
 def test_recommend_for_a_new_user_uses_the_anonymous_token(served):
     history = ["i3", "i4", "i5"]
-    new = served.recommend(history=history, k=4)
+    new = served.recommend([history], k=4)[0]
     assert len(new) == 4 and not {i for i, _ in new} & set(history)
-    anonymous = served.recommend_indices(None, [np.array([3, 4, 5])], k=4)[0][0].tolist()
+    anonymous = served.recommend_indices([np.array([3, 4, 5])], k=4)[0][0].tolist()
     assert [i for i, _ in new] == [f"i{i}" for i in anonymous]
-    known = served.recommend("u1", history=history, k=4)  # the same history as user u1 (a trained row)
+    assert served.recommend([history], k=4, users=[None]) == [new]
+    known = served.recommend([history], k=4, users=["u1"])[0]  # the same history as user u1 (a trained row)
     assert known != new
 
 
 def test_unknown_ids_are_clear_errors(served):
-    with pytest.raises(ValueError, match="unknown user id 'nobody'.*history="):
-        served.recommend("nobody", k=3)
+    with pytest.raises(ValueError, match="unknown user id 'nobody'.*None"):
+        served.recommend(users=["nobody"], k=3)
     with pytest.raises(ValueError, match="unknown item id 'i999'"):
-        served.recommend(history=["i1", "i999"], k=3)
-    with pytest.raises(ValueError, match="user id, a history"):
+        served.recommend([["i1", "i999"]], k=3)
+    with pytest.raises(ValueError, match="histories of item ids, user ids, or both"):
         served.recommend(k=3)
-    with pytest.raises(ValueError, match="not a string"):
-        served.recommend(history="i1", k=3)
+    with pytest.raises(ValueError, match="history 0 is a string"):
+        served.recommend(["i1"], k=3)
+    with pytest.raises(ValueError, match="list of histories"):
+        served.recommend("i1", k=3)
+    with pytest.raises(ValueError, match="history 0 is None without a known user"):
+        served.recommend([None], k=3)
     with pytest.raises(ValueError, match=r"user indices must be in 0\.\.5"):
-        served.score(np.array([6]), [np.array([1])])
+        served.score([np.array([1])], np.array([6]))
     with pytest.raises(ValueError, match=r"outside 1\.\.40"):
-        served.score(np.array([0]), [np.array([41])])
+        served.score([np.array([41])], np.array([0]))
     with pytest.raises(ValueError, match="k must be"):
-        served.recommend("u0", k=0)
+        served.recommend(users=["u0"], k=0)
 
 
 def test_ivf_index_matches_the_exact_one_when_every_cell_is_probed(served):
     queries = [SEQUENCES[0], SEQUENCES[3]]
-    exact = served.recommend_indices(np.array([0, 3]), queries, k=5)[0]
+    exact = served.recommend_indices(queries, k=5, users=np.array([0, 3]))[0]
     served.build_index("ivf", nlist=4, nprobe=4)
     try:
-        assert torch.equal(served.recommend_indices(np.array([0, 3]), queries, k=5)[0], exact)
+        assert torch.equal(served.recommend_indices(queries, k=5, users=np.array([0, 3]))[0], exact)
     finally:
         served.build_index()
     with pytest.raises(ValueError, match="unknown index kind"):
@@ -257,7 +255,7 @@ def test_ivf_index_matches_the_exact_one_when_every_cell_is_probed(served):
 @pytest.mark.parametrize("tuning", ["frozen", "lora", "full"])
 def test_save_and_load_reproduce_recommendations(tiny_llms, tmp_path, tuning):
     model = build(tiny_llms["llama"], tuning=tuning)
-    _, loss = model(**batch_of(UserSequenceWindows(SEQUENCES, 8)))
+    _, loss = model(**batch_of(windows(SEQUENCES, 8)))
     loss.backward()
     with torch.no_grad():  # move every trainable weight, so a part that is not saved would show
         for p in model.parameters():
@@ -269,20 +267,28 @@ def test_save_and_load_reproduce_recommendations(tiny_llms, tmp_path, tuning):
     loaded = CLLM4Rec.from_pretrained(tmp_path / "model")
     assert loaded.settings == model.settings
     for user in ("u0", "u3", "u5"):
-        (ids, scores), (loaded_ids, loaded_scores) = (zip(*m.recommend(user, k=6)) for m in (model, loaded))
+        (ids, scores), (loaded_ids, loaded_scores) = (zip(*m.recommend(users=[user], k=6)[0]) for m in (model, loaded))
         assert loaded_ids == ids and loaded_scores == pytest.approx(scores, abs=1e-5)
     histories = [np.array([1, 2]), np.array([], dtype=np.int64)]
-    assert torch.allclose(loaded.score(None, histories), model.score(None, histories), atol=1e-5)
-    saved = sorted(p.name for p in (tmp_path / "model").iterdir())
-    assert saved == (["cllm4rec.json", "tables.safetensors"] if tuning == "frozen" else
-                     ["cllm4rec.json", "llm", "tables.safetensors"])
+    assert torch.allclose(loaded.score(histories), model.score(histories), atol=1e-5)
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["cllm4rec.safetensors"]
     model.save_pretrained(tmp_path / "model")  # overwriting an existing folder leaves no leftovers
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     with pytest.raises(FileNotFoundError, match="not a saved CLLM4Rec"):
         CLLM4Rec.from_pretrained(tmp_path)
-    (tmp_path / "model" / "tables.safetensors").write_bytes(b"torn")
+    (tmp_path / "model" / "cllm4rec.safetensors").write_bytes(b"torn")
     with pytest.raises(ValueError, match="corrupt"):
         CLLM4Rec.from_pretrained(tmp_path / "model")
+
+
+@pytest.mark.parametrize("tuning", ["frozen", "lora"])
+def test_save_and_load_keep_a_random_llm(tiny_llms, tmp_path, tuning):
+    model = build(tiny_llms["gpt2"], tuning=tuning, random_init=True).eval()
+    model.set_ids([f"u{u}" for u in range(6)], ["[PAD]"] + [f"i{i}" for i in range(1, 41)])
+    model.save_pretrained(tmp_path / "model")
+    torch.manual_seed(123)  # a rebuilt random LLM differs; only the saved weights can make the scores equal
+    loaded = CLLM4Rec.from_pretrained(tmp_path / "model")
+    assert torch.allclose(loaded.score(SEQUENCES, np.arange(6)), model.score(SEQUENCES, np.arange(6)), atol=1e-5)
 
 
 def test_settings_are_checked(tiny_llms):
@@ -314,4 +320,4 @@ def test_short_real_run_reports_both_protocols_and_saves_a_servable_model(tiny_l
         assert sampled["hit@10"] >= metrics[which]["recall@10"]  # 101 candidates are easier than 1,682
     assert metrics["tuning"] == "frozen" and metrics["trainable_parameters"] > 0
     model = CLLM4Rec.from_pretrained(tmp_path / "run" / "model")
-    assert len(model.recommend("196", k=5)) == 5 and len(model.recommend(history=["50", "172"], k=5)) == 5
+    assert len(model.recommend(users=["196"], k=5)[0]) == 5 and len(model.recommend([["50", "172"]], k=5)[0]) == 5

@@ -25,7 +25,8 @@ import gin
 
 from genrec.config import run
 from genrec.data import SPLITS
-from genrec.models.cllm4rec import CLLM4Rec, UserSequenceWindows
+from genrec.data.windows import SequenceWindows
+from genrec.models.cllm4rec import CLLM4Rec
 from genrec.training import experiment, fit, seed_everything
 
 
@@ -36,19 +37,18 @@ def train_cllm4rec(run_dir: str = "runs/cllm4rec", seed: int = 2020, window_stri
     Args:
         run_dir: the run folder (checkpoints, logs, metrics, ``model/``).
         seed: seeds table/projection/LoRA initialisation, user dropout, negatives and batch order.
-        window_stride: distance between training windows (default: the model's ``max_len``; see
-            :class:`~genrec.models.cllm4rec.UserSequenceWindows`).
+        window_stride: distance between training windows (default: the model's ``max_history``; see
+            :class:`~genrec.data.windows.SequenceWindows`).
     """
     seed_everything(seed)
     exp = experiment()
     model = CLLM4Rec(num_users=exp.interactions.num_users, num_items=exp.num_items)
     model.set_ids(exp.interactions.user_ids, exp.interactions.item_ids)
-    windows = UserSequenceWindows(exp.split.train, model.max_len, window_stride)
-    evaluate = exp.evaluate_scores(lambda m, users, histories: m.score(users, histories))
+    windows = SequenceWindows(exp.split.train, model.max_history, window_stride, with_user=True)
     info = {**exp.info, "tuning": model.settings["tuning"], "llm": model.settings["pretrained_path"],
             "training_windows": len(windows),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-    metrics = fit(model, windows, evaluate, run_dir=run_dir, info=info, seed=seed)
+    metrics = fit(model, windows, exp.evaluate_model(), run_dir=run_dir, info=info, seed=seed)
     if int(os.environ.get("RANK", "0")) == 0:
         model.set_histories(exp.interactions.sequences)  # serving knows every interaction
         model.save_pretrained(Path(run_dir) / "model")

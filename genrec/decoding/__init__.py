@@ -11,8 +11,9 @@
 """
 
 from genrec.decoding.beam_search import StepFn, TrieLogitsProcessor, constrained_beam_search
-from genrec.decoding.causal_lm import DECODERS, causal_lm_beam_search, decode_items, hf_beam_search
+from genrec.decoding.causal_lm import (DECODERS, cache_argument, causal_lm_beam_search, decode_items, hf_beam_search,
+                                      output_cache)
 from genrec.decoding.trie import PrefixTrie
 
-__all__ = ["DECODERS", "PrefixTrie", "StepFn", "TrieLogitsProcessor", "causal_lm_beam_search",
-           "constrained_beam_search", "decode_items", "hf_beam_search"]
+__all__ = ["DECODERS", "PrefixTrie", "StepFn", "TrieLogitsProcessor", "cache_argument", "causal_lm_beam_search",
+           "constrained_beam_search", "decode_items", "hf_beam_search", "output_cache"]

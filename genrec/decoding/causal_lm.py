@@ -19,15 +19,31 @@ L prompt length, T generated length, V vocabulary.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 
 from genrec.decoding.beam_search import TrieLogitsProcessor, constrained_beam_search
 from genrec.decoding.trie import PrefixTrie
 
-__all__ = ["DECODERS", "causal_lm_beam_search", "decode_items", "hf_beam_search"]
+__all__ = ["DECODERS", "cache_argument", "causal_lm_beam_search", "decode_items", "hf_beam_search", "output_cache"]
 
 DECODERS = ("beam", "hf")
+
+
+def cache_argument(model) -> str:
+    """The keyword a transformers model's ``forward`` takes its KV cache by: ``cache`` from
+    transformers 5.24 on (``past_key_values`` is deprecated there and goes in 5.40), ``past_key_values``
+    before. A peft wrapper is looked through to its base model."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+
+
+def output_cache(output):
+    """The KV cache of a model output, under either name (see :func:`cache_argument`)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 def decode_items(llm, input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: PrefixTrie, num_beams: int,
@@ -72,7 +88,8 @@ def causal_lm_beam_search(llm, input_ids: torch.Tensor, attention_mask: torch.Te
     out = llm(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True,
               logits_to_keep=1)
     first = F.log_softmax(out.logits[:, -1].float(), dim=-1).repeat_interleave(k, 0)
-    cache, prompt_mask = out.past_key_values, attention_mask.bool()[:, None, None, :]  # [B, 1, 1, L]
+    cache, prompt_mask = output_cache(out), attention_mask.bool()[:, None, None, :]  # [B, 1, 1, L]
+    cache_name = cache_argument(llm)
     next_position = attention_mask.sum(1, keepdim=True)  # [B, 1]
     dtype = llm.get_input_embeddings().weight.dtype
     own = torch.zeros(batch * k, k, dtype=torch.bool, device=input_ids.device)
@@ -88,7 +105,7 @@ def causal_lm_beam_search(llm, input_ids: torch.Tensor, attention_mask: torch.Te
             mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
         last = torch.where(tokens[:, -1] >= 0, tokens[:, -1], pad_token_id).view(batch, k)  # finished beams: padding
         out = llm(input_ids=last, attention_mask=mask, position_ids=(next_position + t - 1).expand(batch, k),
-                  past_key_values=cache, use_cache=True)
+                  use_cache=True, **{cache_name: cache})
         return F.log_softmax(out.logits.float(), dim=-1).view(batch * k, -1), ancestry
 
     empty = torch.zeros(batch * k, 0, dtype=torch.bool, device=input_ids.device)

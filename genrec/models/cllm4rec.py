@@ -52,6 +52,9 @@ the query ``W_out h_last`` is searched in a faiss inner-product index over ``E_i
 :meth:`save_pretrained` writes one safetensors file: settings and raw ids, the tables and
 projections, every LLM weight that training changed (all of a random LLM), the users' histories.
 
+About 420 lines, on purpose ("one model, one file"): the model, its four losses, known-user serving
+and save/load; its windows, padding and faiss index live in genrec.data and genrec.retrieval.
+
 Shapes: B batch, L soft tokens (1 user + up to ``max_history`` items), D LLM width, d ``d_rec``,
 N items, U users, M labelled positions, K negatives or list length.
 """

@@ -1,0 +1,158 @@
+"""The fast causal-LM fine-tuning path shared by LC-Rec, CLLM4Rec and the content LM encoder.
+
+Instruction tuning takes its loss on the response tokens only, a small share of each sequence
+(LC-Rec's seqrec: 5 of ~120 tokens). The usual ``model(..., labels=labels).loss`` still applies the
+output head to every position: a [B, L, V] logits tensor (V = 49k for SmolLM2), its float copy, its
+log-softmax and their gradients, about a fifth of the model's FLOPs and most of its activation
+memory. :func:`causal_lm_loss` runs the decoder, gathers the hidden states of the positions that
+predict a label, and applies the head and the cross-entropy to those rows only, in chunks of
+``chunk_size`` rows (each chunk recomputed in the backward pass when there is more than one), so
+memory does not grow with B x L x V. The value equals the transformers loss (mean token
+cross-entropy over labelled positions, logits in float32).
+
+:func:`pack_examples` builds padding-free batches: the examples of a batch are laid end to end
+in rows of at most ``max_tokens`` tokens, with ``position_ids`` restarting at 0 for each example and
+no ``attention_mask``. transformers (>= 4.54, ``masking_utils.find_packed_sequence_indices``) then
+builds a block-diagonal causal mask from the restarts, for ``sdpa``, ``eager`` and flash attention
+alike, so no example attends to another and every position sees the same context as unpacked.
+
+Shapes: B batch (rows), L sequence length, N labelled positions, V vocabulary, D model width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["IGNORE", "causal_lm_loss", "pack_examples", "pad_examples", "split_causal_lm"]
+
+IGNORE = -100
+"""Label of positions that take no loss (transformers' ``ignore_index``)."""
+
+# Config attributes of architectures whose head output is transformed after the linear layer
+# (Gemma 2's soft-capping, Cohere's logit scale): their loss goes through the model's own forward.
+_HEAD_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")
+
+
+def split_causal_lm(llm: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """``(decoder, head)`` of a transformers causal LM (peft-wrapped or not); ``None`` if it has no plain head.
+
+    The decoder maps token ids to final hidden states [B, L, D] (``LlamaModel``, ``GPT2Model``, ...),
+    the head maps those to logits. Adapters that peft injected into either stay in place.
+    """
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    decoder = getattr(base, "base_model", None)
+    if head is None or decoder is None or decoder is base:
+        return None
+    if any(getattr(base.config, name, None) not in (None, 1, 1.0) for name in _HEAD_TRANSFORMS):
+        return None
+    return decoder, head
+
+
+def _chunk_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of ``head(hidden)`` [n, V] (in float32) against ``targets`` [n]."""
+    return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
+
+
+def causal_lm_loss(llm: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
+                   attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                   chunk_size: int = 4096) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled positions, the head applied to those only.
+
+    Equal to ``llm(input_ids, attention_mask=..., labels=labels).loss`` (labels shifted inside: the
+    hidden state at position t predicts ``labels[:, t + 1]``), without building [B, L, V] logits.
+
+    Args:
+        llm: a transformers causal LM, optionally wrapped by peft.
+        input_ids: LongTensor [B, L].
+        labels: LongTensor [B, L], :data:`IGNORE` where no loss is taken.
+        attention_mask: [B, L] 1 for real tokens (padded batches); ``None`` for packed batches.
+        position_ids: LongTensor [B, L]; packed batches restart them at 0 for each example.
+        chunk_size: labelled positions per head + cross-entropy chunk; with more than one chunk,
+            each is recomputed in the backward pass, so at most [chunk_size, V] logits are alive.
+
+    Returns:
+        A scalar; 0 (still attached to the graph) when no position is labelled.
+    """
+    parts = split_causal_lm(llm)
+    if parts is None:  # a head with a non-linear transform: the model's own loss
+        return llm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, labels=labels,
+                   use_cache=False).loss
+    decoder, head = parts
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                     use_cache=False).last_hidden_state  # [B, L, D]
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    rows = hidden[:, :-1][keep]  # [N, D]
+    targets = targets[keep]
+    count = targets.numel()
+    if count == 0:
+        return hidden.sum() * 0.0
+    if count <= chunk_size:
+        return _chunk_loss(head, rows, targets) / count
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, count, chunk_size):
+        total = total + checkpoint(_chunk_loss, head, rows[start:start + chunk_size],
+                                   targets[start:start + chunk_size], use_reentrant=False)
+    return total / count
+
+
+def pad_examples(examples: Sequence[tuple[np.ndarray, np.ndarray]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` [B, L] of (ids, labels) examples."""
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for b, (ids, label) in enumerate(examples):
+        input_ids[b, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+        labels[b, : len(ids)] = torch.as_tensor(label, dtype=torch.long)
+        mask[b, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def pack_examples(examples: Sequence[tuple[np.ndarray, np.ndarray]], pad_id: int,
+                  max_tokens: int | None = None) -> dict[str, torch.Tensor]:
+    """Packs (ids, labels) examples end to end into rows: ``input_ids``, ``labels``, ``position_ids`` [B, L].
+
+    Examples are placed longest first into the first row with room (first-fit decreasing) for rows
+    of at most ``max_tokens`` tokens (``None``: all in one row; when an example is longer than
+    ``max_tokens``, rows are as long as that example); rows are right-padded to the longest with pad
+    tokens that take no loss, each of which is its own one-token sequence. The first token of every
+    example takes no loss, so no label is predicted across a boundary.
+
+    Short rows keep attention cheap: attention runs over whole rows (masked to block-diagonal), so
+    its cost grows with the row length, while the linear layers only see real tokens.
+    """
+    lengths = np.array([len(ids) for ids, _ in examples])
+    if not len(lengths) or lengths.min() < 1:
+        raise ValueError("pack_examples needs at least one example and no empty one")
+    limit = int(lengths.sum()) if max_tokens is None else max(int(max_tokens), int(lengths.max()))
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in np.argsort(-lengths, kind="stable"):
+        fit = next((b for b, r in enumerate(room) if r >= lengths[i]), None)
+        if fit is None:
+            bins.append([]), room.append(limit)
+            fit = len(bins) - 1
+        bins[fit].append(int(i))
+        room[fit] -= int(lengths[i])
+    width = limit - min(room)
+    input_ids = torch.full((len(bins), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(bins), width), IGNORE, dtype=torch.long)
+    positions = torch.zeros((len(bins), width), dtype=torch.long)
+    for b, members in enumerate(bins):
+        at = 0
+        for i in sorted(members):  # dataset order within a row
+            ids, label = examples[i]
+            n = len(ids)
+            input_ids[b, at:at + n] = torch.as_tensor(ids, dtype=torch.long)
+            labels[b, at:at + n] = torch.as_tensor(label, dtype=torch.long)
+            labels[b, at] = IGNORE
+            positions[b, at:at + n] = torch.arange(n)
+            at += n
+    return {"input_ids": input_ids, "labels": labels, "position_ids": positions}

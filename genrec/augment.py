@@ -113,7 +113,9 @@ class AugmentStats:
 def model_fingerprint(spec: str) -> str:
     """sha256 of a model: its weight, config and tokenizer files for a folder, the id for a hub model.
 
-    Bundled models (``bundled:<name>``) are resolved to their converted folder first.
+    Bundled models (``bundled:<name>``) are resolved to their converted folder first. The bytes are
+    hashed, not :func:`genrec.assets.model_identity`'s names, sizes and times (the key of the cheaper
+    embedding and layer caches): descriptions take long to regenerate and must follow the weights.
     """
     path = Path(resolve_llm(spec))
     digest = hashlib.sha256()

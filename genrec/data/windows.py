@@ -95,7 +95,8 @@ class SequenceWindows(Dataset):
 
 
 def history_examples(sequences: Sequence[np.ndarray], max_history: int) -> ArrayDataset:
-    """One example per (user, position t >= 1): the items before t (at most ``max_history``, right-padded with 0) and item t.
+    """One example per (user, position t >= 1): the items before t (at most ``max_history``,
+    right-padded with 0) and item t.
 
     Returns:
         ``ArrayDataset(history=int32 [M, H], target=int64 [M])``, users in order, positions in time order.

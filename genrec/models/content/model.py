@@ -11,8 +11,9 @@ name (:data:`CONTENT_OPERATORS`, :data:`BEHAVIOR_OPERATORS`, :data:`PREDICTORS`)
     ContentRecommender.predictor = @DotPredictor             # or "dot"
 
 **Training** (``forward``): each example (:func:`genrec.data.windows.history_examples`) is a history
-(the ``max_history`` most recent items before a target, right-padded) and its target. ``num_negatives`` K items are drawn uniformly per example
-(redrawn if equal to the target). Every distinct item in the batch is encoded once. Losses:
+(the ``max_history`` most recent items before a target, right-padded) and its target.
+``num_negatives`` K items are drawn uniformly per example (redrawn if equal to the target). Every
+distinct item in the batch is encoded once. Losses:
 ``softmax`` (the positive against its K negatives, cross-entropy; Legommenders' "matching" mode) or
 ``bce`` (pointwise binary cross-entropy, positive 1 and each negative 0; its "ranking" mode).
 

@@ -8,6 +8,7 @@ import torch
 
 from genrec.data import load_dataset
 from genrec.llm import BUNDLED_LLM, load_tokenizer
+from genrec.llm.finetune import IGNORE
 from genrec.llm.tasks import TASKS, TEMPLATES, PromptFormat, TaskData, item_title
 
 
@@ -75,7 +76,7 @@ def test_prompts_are_left_padded_for_generation(tokenizer):
 def test_task_data_windows_come_from_train_sequences_only(tokenizer, ml100k):
     interactions, catalog, split = ml100k
     codes = [""] + [f"<C0_{i % 7}><C1_{i}>" for i in range(1, interactions.num_items + 1)]
-    data = TaskData(split.train, codes, catalog, PromptFormat(tokenizer), max_history=20, seed=1)
+    data = TaskData(split.train, codes, catalog, PromptFormat(tokenizer), max_history=20, seed=1, pretokenize=False)
     windows = sum(len(s) - 1 for s in split.train)
     assert data.counts == {"seqrec": windows, "item2index": interactions.num_items,
                            "index2item": interactions.num_items}
@@ -92,7 +93,7 @@ def test_task_data_windows_come_from_train_sequences_only(tokenizer, ml100k):
     assert data.rows[seqrec, 2].max() < max(len(s) for s in split.train)
     # templates are sampled per example and the draw is seeded
     assert len(set(data.rows[seqrec, 3])) == len(TEMPLATES["seqrec"])
-    again = TaskData(split.train, codes, catalog, PromptFormat(tokenizer), max_history=20, seed=1)
+    again = TaskData(split.train, codes, catalog, PromptFormat(tokenizer), max_history=20, seed=1, pretokenize=False)
     assert np.array_equal(again.rows, data.rows)
 
 
@@ -105,7 +106,50 @@ def test_task_mix_and_sampling(tokenizer, ml100k):
     assert item_only.counts == {"index2item": 2 * interactions.num_items}
     instruction, response = item_only.example(0)
     assert codes[1] in instruction and response == item_title(catalog, 1) == "Kolya (1996)"
-    batch = TaskData.collate(item_only.__getitems__([0, 1, 2]))
+    padded = TaskData(split.train, codes, catalog, PromptFormat(tokenizer), tasks=("index2item",), packing=False)
+    batch = TaskData.collate(padded.__getitems__([0, 1, 2]))
     assert batch["input_ids"].shape[0] == 3 and set(batch) == {"input_ids", "attention_mask", "labels"}
+    packed = TaskData.collate(item_only.__getitems__([0, 1, 2]))
+    assert set(packed) == {"input_ids", "labels", "position_ids"}
     with pytest.raises(ValueError, match="unknown or no LC-Rec tasks"):
         TaskData(split.train, codes, catalog, PromptFormat(tokenizer), tasks=("rating",))
+
+
+def test_examples_are_tokenized_once_and_batches_are_the_same_either_way(tokenizer, ml100k):
+    interactions, catalog, split = ml100k
+    codes = [""] + [f"<C0_{i % 7}><C1_{i % 11}>" for i in range(1, interactions.num_items + 1)]
+    fmt = PromptFormat(tokenizer)
+    kwargs = dict(max_history=5, max_seqrec_examples=300, seed=3)
+    data = TaskData(split.train, codes, catalog, fmt, **kwargs)
+    lazy = TaskData(split.train, codes, catalog, fmt, pretokenize=False, **kwargs)
+    assert len(data.lengths()) == len(data) and data._tokens.dtype == np.int32
+    for i in [0, 1, 299, 300, len(data) - 1]:
+        ids, labels = fmt.tokenize(*zip(data.example(i)))[0]
+        got_ids, got_labels = data.tokenized(i)
+        assert np.array_equal(got_ids, ids) and np.array_equal(got_labels, labels)
+        assert data.lengths()[i] == len(ids)
+    rows = [5, 17, 301, 900, 42]
+    for packing in (True, False):
+        data.packing = lazy.packing = packing
+        a, b = data.__getitems__(rows), lazy.__getitems__(rows)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    data.packing = False
+    padded = data.__getitems__(rows)
+    expected = fmt.encode(*zip(*(data.example(i) for i in rows)))
+    assert all(torch.equal(padded[k], expected[k]) for k in expected)
+
+
+def test_packed_batches_hold_every_example_once(tokenizer, ml100k):
+    interactions, catalog, split = ml100k
+    codes = [""] + [f"<C0_{i % 7}><C1_{i % 11}>" for i in range(1, interactions.num_items + 1)]
+    data = TaskData(split.train, codes, catalog, PromptFormat(tokenizer), max_seqrec_examples=100, pack_tokens=256)
+    rows = list(range(0, 400, 25))
+    batch = data.__getitems__(rows)
+    assert batch["input_ids"].shape[1] <= max(256, int(data.lengths()[rows].max()))
+    real = int((batch["position_ids"] > 0).sum()) + len(rows)  # every example starts at position 0
+    assert real == int(data.lengths()[rows].sum())
+    responses = sorted(int((data.tokenized(i)[1] != IGNORE).sum()) for i in rows)
+    labelled = int((batch["labels"] != IGNORE).sum())
+    assert labelled == sum(responses)
+    with pytest.raises(ValueError, match="pack_tokens"):
+        TaskData(split.train, codes, catalog, PromptFormat(tokenizer), tasks=("index2item",), pack_tokens=0)

@@ -256,19 +256,32 @@ class LCRec(Recommender):
                               task_type="CAUSAL_LM", gradient_checkpointing=self.gradient_checkpointing)
         self.settings["lora"] = {**settings, "target_modules": _listed(settings["target_modules"])}
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Causal-LM loss on the labelled (response) tokens.
 
         Args:
-            input_ids, attention_mask: LongTensor [B, L], right-padded.
+            input_ids: LongTensor [B, L]: right-padded rows (with ``attention_mask``), or packed rows
+                (several examples end to end, with ``position_ids`` and no mask; see
+                :class:`~genrec.llm.tasks.TaskData`).
+            attention_mask: LongTensor [B, L], 1 on real tokens; ``None`` for packed rows.
             labels: LongTensor [B, L], -100 where no loss is taken.
+            position_ids: LongTensor [B, L] restarting at 0 for each packed example.
 
         Returns:
-            (logits [B, L, V], mean cross-entropy over labelled tokens, or None without labels).
+            With labels: (None, mean cross-entropy over the labelled tokens), from
+            :func:`genrec.llm.finetune.causal_lm_loss`, which applies the output head to the labelled
+            positions only (no [B, L, V] logits). Without labels: (logits [B, L, V], None).
         """
-        out = self.llm(input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False)
-        return out.logits, out.loss
+        from genrec.llm.finetune import causal_lm_loss
+
+        if labels is None:
+            out = self.llm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                           use_cache=False)
+            return out.logits, None
+        return None, causal_lm_loss(self.llm, input_ids, labels, attention_mask=attention_mask,
+                                    position_ids=position_ids)
 
     # ------------------------------------------------------------------ generation
 

@@ -103,7 +103,7 @@ def test_pack_examples_layout():
     examples = _examples(lengths=(9, 23, 5, 14, 30))
     packed = pack_examples(examples, PAD, 32)
     ids, labels, positions = packed["input_ids"], packed["labels"], packed["position_ids"]
-    assert ids.shape[1] <= 32 and ids.shape[0] == 3  # 81 tokens in rows of <= 32: 30 | 23+9 | 14+5
+    assert ids.shape[1] <= 32 and ids.shape[0] == 3  # 81 tokens in 3 balanced rows of <= 32: 30 | 23+5 | 14+9
     found = []
     for row in range(ids.shape[0]):
         starts = torch.nonzero(positions[row] == 0).squeeze(1).tolist() + [ids.shape[1]]

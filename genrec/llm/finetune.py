@@ -119,9 +119,10 @@ def pack_examples(examples: Sequence[tuple[np.ndarray, np.ndarray]], pad_id: int
                   max_tokens: int | None = None) -> dict[str, torch.Tensor]:
     """Packs (ids, labels) examples end to end into rows: ``input_ids``, ``labels``, ``position_ids`` [B, L].
 
-    Examples are placed longest first into the first row with room (first-fit decreasing) for rows
-    of at most ``max_tokens`` tokens (``None``: all in one row; when an example is longer than
-    ``max_tokens``, rows are as long as that example); rows are right-padded to the longest with pad
+    The examples go into the fewest rows of at most ``max_tokens`` tokens that balance (``None``:
+    all in one row; when an example is longer than ``max_tokens``, rows may be as long as it):
+    longest example first, each into the row with the fewest tokens so far, so rows come out of
+    nearly equal length and little padding is left. Rows are right-padded to the longest with pad
     tokens that take no loss, each of which is its own one-token sequence. The first token of every
     example takes no loss, so no label is predicted across a boundary.
 
@@ -132,16 +133,19 @@ def pack_examples(examples: Sequence[tuple[np.ndarray, np.ndarray]], pad_id: int
     if not len(lengths) or lengths.min() < 1:
         raise ValueError("pack_examples needs at least one example and no empty one")
     limit = int(lengths.sum()) if max_tokens is None else max(int(max_tokens), int(lengths.max()))
-    bins: list[list[int]] = []
-    room: list[int] = []
-    for i in np.argsort(-lengths, kind="stable"):
-        fit = next((b for b, r in enumerate(room) if r >= lengths[i]), None)
-        if fit is None:
-            bins.append([]), room.append(limit)
-            fit = len(bins) - 1
-        bins[fit].append(int(i))
-        room[fit] -= int(lengths[i])
-    width = limit - min(room)
+    order = np.argsort(-lengths, kind="stable")
+    count = -(-int(lengths.sum()) // limit)
+    while True:  # ends at the latest with one example per row, each at most ``limit`` long
+        loads = np.zeros(count, dtype=np.int64)
+        bins: list[list[int]] = [[] for _ in range(count)]
+        for i in order:
+            row = int(np.argmin(loads))
+            bins[row].append(int(i))
+            loads[row] += lengths[i]
+        if loads.max() <= limit:
+            break
+        count += 1
+    width = int(loads.max())
     input_ids = torch.full((len(bins), width), pad_id, dtype=torch.long)
     labels = torch.full((len(bins), width), IGNORE, dtype=torch.long)
     positions = torch.zeros((len(bins), width), dtype=torch.long)

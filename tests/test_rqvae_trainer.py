@@ -130,3 +130,27 @@ def test_unknown_collision_strategy_fails_before_training(tmp_path):
     assert proc.returncode == 2
     assert "unknown train_rqvae.collision_strategy 'greedy'" in proc.stderr and "append_level" in proc.stderr
     assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+def test_collaborative_item_vectors_come_from_a_trained_item_table(tmp_path):
+    import torch
+
+    from genrec.semantic_ids.build import item_vectors
+    from genrec.training.checkpoint import save_tensors
+
+    interactions, catalog = load_dataset("ml-100k")
+    n = interactions.num_items
+    table = torch.randn(n + 1, 8, generator=torch.Generator().manual_seed(0))
+    (tmp_path / "run").mkdir()
+    save_tensors(tmp_path / "run" / "best.safetensors", {"item_emb.weight": table, "pos_emb.weight": table[:5]})
+    x = item_vectors(catalog, standardize=False, source=f"collaborative:{tmp_path / 'run'}", interactions=interactions)
+    assert torch.equal(x, table[1:])
+    both = item_vectors(catalog, standardize=True, source=f"text+collaborative:{tmp_path / 'run'}")
+    assert both.shape == (n, 384 + 8) and torch.allclose(both.mean(0), torch.zeros(392), atol=1e-4)
+    (tmp_path / "run" / "metrics.json").write_text('{"fingerprint": "another"}')
+    with pytest.raises(ValueError, match="trained on other data"):
+        item_vectors(catalog, False, f"collaborative:{tmp_path / 'run'}", interactions)
+    with pytest.raises(ValueError, match="not found; train the model first"):
+        item_vectors(catalog, False, f"collaborative:{tmp_path / 'nothing'}", interactions)
+    with pytest.raises(ValueError, match="unknown train_rqvae.item_source part 'cf'"):
+        item_vectors(catalog, False, "cf", interactions)

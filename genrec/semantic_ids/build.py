@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ from genrec.semantic_ids.embed import embed_texts
 from genrec.semantic_ids.rqvae import RQVAE
 from genrec.semantic_ids.semantic_ids import SemanticIDs
 from genrec.training import ArrayDataset, experiment, fit, seed_everything, single_process
+from genrec.training.checkpoint import load_tensors
 
 __all__ = ["SEMANTIC_IDS", "build_semantic_ids", "ensure_semantic_ids", "item_vectors", "semantic_id_report",
            "train_rqvae"]
@@ -46,10 +48,55 @@ def _labels(catalog: ItemCatalog, field: str | None) -> list[set[str]] | None:
     return [set(filter(None, value.split(", "))) for value in catalog.fields[field][1:]]
 
 
-def item_vectors(catalog: ItemCatalog, standardize: bool) -> torch.Tensor:
-    """[N, D] embeddings of the catalogue's item texts (row i-1 = item i), optionally standardised."""
-    x = torch.from_numpy(embed_texts(catalog.texts()))
-    return (x - x.mean(0)) / x.std(0).clamp(min=1e-6) if standardize else x
+def item_vectors(catalog: ItemCatalog, standardize: bool, source: str = "text",
+                 interactions: Interactions | None = None) -> torch.Tensor:
+    """[N, D] item vectors (row i-1 = item i) for the RQ-VAE, optionally standardised per dimension.
+
+    Args:
+        catalog: the items' text.
+        standardize: zero mean and unit variance per dimension (each part on its own).
+        source: ``text`` (sentence embeddings of the catalogue text, TIGER's choice),
+            ``collaborative:<run dir>`` (the item embedding table of a trained scoring model's run
+            folder, e.g. SASRec's ``item_emb.weight`` in its ``best.safetensors``: codes then follow
+            co-occurrence rather than text), or ``text+collaborative:<run dir>`` (both, concatenated).
+        interactions: the data the collaborative run must have been trained on (its fingerprint).
+    """
+    parts = []
+    for part in source.split("+"):
+        if part == "text":
+            x = torch.from_numpy(embed_texts(catalog.texts()))
+        elif part.startswith("collaborative:"):
+            x = collaborative_vectors(Path(part[len("collaborative:"):]), len(catalog.texts()), interactions)
+        else:
+            raise ValueError(f"unknown train_rqvae.item_source part {part!r}; use 'text', 'collaborative:<run dir>' "
+                             "or both joined by '+'")
+        parts.append((x - x.mean(0)) / x.std(0).clamp(min=1e-6) if standardize else x)
+    return torch.cat(parts, dim=1)
+
+
+def collaborative_vectors(run_dir: Path, num_items: int, interactions: Interactions | None) -> torch.Tensor:
+    """[N, D] rows 1..N of the ``*item_emb.weight`` table in ``run_dir/best.safetensors``.
+
+    Raises:
+        ValueError: no such run, no item table, a table for another number of items, or a run
+            trained on other data (its ``metrics.json`` fingerprint).
+    """
+    best = run_dir / "best.safetensors"
+    if not best.is_file():
+        raise ValueError(f"collaborative item vectors: {best} not found; train the model first (e.g. "
+                         "genrec/trainers/sasrec_trainer.py config/sasrec/ml100k.gin) and name its run folder")
+    metrics = run_dir / "metrics.json"
+    if interactions is not None and metrics.is_file():
+        recorded = json.loads(metrics.read_text()).get("fingerprint")
+        if recorded != interactions.fingerprint():
+            raise ValueError(f"collaborative item vectors: {run_dir} was trained on other data (fingerprint "
+                             f"{recorded}, this data {interactions.fingerprint()})")
+    tensors, _ = load_tensors(best)
+    tables = [key for key in tensors if key.endswith("item_emb.weight")]
+    if len(tables) != 1 or tensors[tables[0]].shape[0] != num_items + 1:
+        raise ValueError(f"collaborative item vectors: {best} has no single item table of {num_items + 1} rows "
+                         f"(found {[(k, tuple(tensors[k].shape)) for k in tables]})")
+    return tensors[tables[0]][1:].float()
 
 
 def semantic_id_report(model: RQVAE, embeddings: torch.Tensor, strategy: str,
@@ -83,7 +130,7 @@ def semantic_id_report(model: RQVAE, embeddings: torch.Tensor, strategy: str,
 
 @gin.configurable
 def train_rqvae(run_dir: str = "runs/rqvae", seed: int = 2020, collision_strategy: str = "append_level",
-                standardize: bool = True, label_field: str | None = "genres") -> dict:
+                standardize: bool = True, label_field: str | None = "genres", item_source: str = "text") -> dict:
     """Trains the RQ-VAE, writes ``semantic_ids.json``; returns the metrics of the run.
 
     Args:
@@ -95,13 +142,15 @@ def train_rqvae(run_dir: str = "runs/rqvae", seed: int = 2020, collision_strateg
             first (unit-norm sentence embeddings otherwise collapse the codebooks; see the TIGER notes).
         label_field: catalogue field of ", "-separated labels for the semantic check (``genres``
             for MovieLens, ``categories`` for Amazon); ``None`` skips it.
+        item_source: what the RQ-VAE encodes: ``text`` (default), ``collaborative:<run dir>`` or
+            ``text+collaborative:<run dir>`` (:func:`item_vectors`).
     """
     if collision_strategy not in STRATEGIES:
         raise ValueError(f"unknown train_rqvae.collision_strategy {collision_strategy!r}; use one of "
                          f"{', '.join(STRATEGIES)}")
     seed_everything(seed)
     exp = experiment()
-    x = item_vectors(exp.catalog, standardize)
+    x = item_vectors(exp.catalog, standardize, item_source, exp.interactions)
     model = RQVAE(input_dim=x.shape[1])
     labels = _labels(exp.catalog, label_field)
 

@@ -138,3 +138,33 @@ def test_lcrec_forward_equals_transformers_loss(tmp_path):
     assert model(**packed)[1].item() == pytest.approx(reference.item(), abs=1e-5)
     logits, none = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     assert none is None and logits.shape == (*batch["input_ids"].shape, len(model.tokenizer))
+
+
+@pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("fsdp", "FSDP")])
+def test_accelerate_configs_load(name, kind):
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(Path(__file__).resolve().parents[1] / "config" / "accelerate" / f"{name}.yaml"))
+    assert config.distributed_type.value == kind and config.mixed_precision == "bf16"
+    if name == "fsdp":
+        assert config.fsdp_config["fsdp_version"] == 2 and config.fsdp_config["fsdp_reshard_after_forward"] is True
+        assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
+
+
+@pytest.mark.slow
+def test_fsdp_full_shard_of_decoder_layers_keeps_the_loss(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = tiny_causal_lm(tmp_path / "llama", seed=1)
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547",
+           "tests/llm_fsdp_worker.py", str(folder)]
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("= unsharded") == 2

@@ -6,7 +6,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from genrec.llm import tiny_causal_lm
-from genrec.llm.finetune import IGNORE, causal_lm_loss, pack_examples, pad_examples
+from genrec.llm.finetune import IGNORE, causal_lm_loss, labelled_positions, pack_examples, pad_examples
 from genrec.llm.lora import apply_lora, lora_settings
 
 PAD = 2
@@ -54,14 +54,19 @@ def test_packed_rows_equal_padded_rows(llm, max_tokens):
     reference = llm(**pad_examples(examples, PAD), use_cache=False).loss
     expected = _grads(llm, reference)
     packed = pack_examples(examples, PAD, max_tokens)
-    assert "attention_mask" not in packed
+    assert "attention_mask" not in packed and packed["label_positions"].numel() == 5 * 4
     loss = causal_lm_loss(llm, **packed)
     assert loss.item() == pytest.approx(reference.item(), abs=1e-5)
     got = _grads(llm, loss)
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-4)
     # transformers' own forward reads the packed rows the same way
-    assert llm(**packed, use_cache=False).loss.item() == pytest.approx(reference.item(), abs=1e-5)
+    rows = {k: v for k, v in packed.items() if k != "label_positions"}
+    assert llm(**rows, use_cache=False).loss.item() == pytest.approx(reference.item(), abs=1e-5)
+    # positions made with the batch select the same rows as the labels do
+    assert torch.equal(packed["label_positions"], labelled_positions(packed["labels"]))
+    without = causal_lm_loss(llm, **rows)
+    assert without.item() == pytest.approx(loss.item(), abs=1e-6)
 
 
 def test_chunks_equal_one_pass(llm):

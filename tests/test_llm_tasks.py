@@ -108,9 +108,10 @@ def test_task_mix_and_sampling(tokenizer, ml100k):
     assert codes[1] in instruction and response == item_title(catalog, 1) == "Kolya (1996)"
     padded = TaskData(split.train, codes, catalog, PromptFormat(tokenizer), tasks=("index2item",), packing=False)
     batch = TaskData.collate(padded.__getitems__([0, 1, 2]))
-    assert batch["input_ids"].shape[0] == 3 and set(batch) == {"input_ids", "attention_mask", "labels"}
+    assert batch["input_ids"].shape[0] == 3
+    assert set(batch) == {"input_ids", "attention_mask", "labels", "label_positions"}
     packed = TaskData.collate(item_only.__getitems__([0, 1, 2]))
-    assert set(packed) == {"input_ids", "labels", "position_ids"}
+    assert set(packed) == {"input_ids", "labels", "position_ids", "label_positions"}
     with pytest.raises(ValueError, match="unknown or no LC-Rec tasks"):
         TaskData(split.train, codes, catalog, PromptFormat(tokenizer), tasks=("rating",))
 
@@ -137,6 +138,7 @@ def test_examples_are_tokenized_once_and_batches_are_the_same_either_way(tokeniz
     padded = data.__getitems__(rows)
     expected = fmt.encode(*zip(*(data.example(i) for i in rows)))
     assert all(torch.equal(padded[k], expected[k]) for k in expected)
+    assert torch.equal(padded["label_positions"], torch.nonzero(expected["labels"][:, 1:].reshape(-1) != IGNORE)[:, 0])
 
 
 def test_packed_batches_hold_every_example_once(tokenizer, ml100k):

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["IGNORE", "causal_lm_loss", "pack_examples", "pad_examples", "split_causal_lm"]
+__all__ = ["IGNORE", "causal_lm_loss", "labelled_positions", "pack_examples", "pad_examples", "split_causal_lm"]
 
 IGNORE = -100
 """Label of positions that take no loss (transformers' ``ignore_index``)."""
@@ -59,9 +59,18 @@ def _chunk_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tens
     return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
 
 
+def labelled_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Flat indices [N] into the [B, L - 1] grid of positions whose next token is labelled.
+
+    Built with the batch (on the host), they let :func:`causal_lm_loss` select the labelled rows
+    without a device-to-host sync (a boolean mask on the device would need one to learn N).
+    """
+    return torch.nonzero(labels[:, 1:].reshape(-1) != IGNORE).squeeze(1)
+
+
 def causal_lm_loss(llm: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
                    attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                   chunk_size: int = 4096) -> torch.Tensor:
+                   label_positions: torch.Tensor | None = None, chunk_size: int = 4096) -> torch.Tensor:
     """Mean next-token cross-entropy over the labelled positions, the head applied to those only.
 
     Equal to ``llm(input_ids, attention_mask=..., labels=labels).loss`` (labels shifted inside: the
@@ -73,6 +82,8 @@ def causal_lm_loss(llm: torch.nn.Module, input_ids: torch.Tensor, labels: torch.
         labels: LongTensor [B, L], :data:`IGNORE` where no loss is taken.
         attention_mask: [B, L] 1 for real tokens (padded batches); ``None`` for packed batches.
         position_ids: LongTensor [B, L]; packed batches restart them at 0 for each example.
+        label_positions: :func:`labelled_positions` of ``labels``, made with the batch; ``None``:
+            computed here (a device sync on a GPU).
         chunk_size: labelled positions per head + cross-entropy chunk; with more than one chunk,
             each is recomputed in the backward pass, so at most [chunk_size, V] logits are alive.
 
@@ -86,11 +97,11 @@ def causal_lm_loss(llm: torch.nn.Module, input_ids: torch.Tensor, labels: torch.
     decoder, head = parts
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                      use_cache=False).last_hidden_state  # [B, L, D]
-    targets = labels[:, 1:]
-    keep = targets != IGNORE
-    rows = hidden[:, :-1][keep]  # [N, D]
-    targets = targets[keep]
-    count = targets.numel()
+    if label_positions is None:
+        label_positions = labelled_positions(labels)
+    rows = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, label_positions)  # [N, D]
+    targets = labels[:, 1:].reshape(-1).index_select(0, label_positions)
+    count = label_positions.numel()
     if count == 0:
         return hidden.sum() * 0.0
     if count <= chunk_size:
@@ -117,7 +128,8 @@ def pad_examples(examples: Sequence[tuple[np.ndarray, np.ndarray]], pad_id: int)
 
 def pack_examples(examples: Sequence[tuple[np.ndarray, np.ndarray]], pad_id: int,
                   max_tokens: int | None = None) -> dict[str, torch.Tensor]:
-    """Packs (ids, labels) examples end to end into rows: ``input_ids``, ``labels``, ``position_ids`` [B, L].
+    """Packs (ids, labels) examples end to end into rows: ``input_ids``, ``labels``, ``position_ids`` [B, L]
+    and their ``label_positions`` [N].
 
     The examples go into the fewest rows of at most ``max_tokens`` tokens that balance (``None``:
     all in one row; when an example is longer than ``max_tokens``, rows may be as long as it):
@@ -159,4 +171,5 @@ def pack_examples(examples: Sequence[tuple[np.ndarray, np.ndarray]], pad_id: int
             labels[b, at] = IGNORE
             positions[b, at:at + n] = torch.arange(n)
             at += n
-    return {"input_ids": input_ids, "labels": labels, "position_ids": positions}
+    return {"input_ids": input_ids, "labels": labels, "position_ids": positions,
+            "label_positions": labelled_positions(labels)}

@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from genrec.data import ItemCatalog
-from genrec.llm.finetune import IGNORE, pack_examples, pad_examples
+from genrec.llm.finetune import IGNORE, labelled_positions, pack_examples, pad_examples
 
 __all__ = ["TASKS", "TEMPLATES", "PromptFormat", "TaskData", "item_title"]
 
@@ -278,13 +278,15 @@ class TaskData(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """A batch: packed ``input_ids``, ``labels``, ``position_ids``, or padded ``input_ids``,
-        ``attention_mask``, ``labels`` (see the class docstring)."""
+        ``attention_mask``, ``labels`` (see the class docstring); both with ``label_positions``
+        (:func:`genrec.llm.finetune.labelled_positions`, so the loss needs no device sync)."""
         examples = (self._tokenize(indices) if self._tokens is None
                     else [self.tokenized(int(i)) for i in indices])
         pad = self.format.tokenizer.pad_token_id
         if self.packing:
             return pack_examples(examples, pad, self.pack_tokens)
-        return pad_examples(examples, pad)
+        batch = pad_examples(examples, pad)
+        return {**batch, "label_positions": labelled_positions(batch["labels"])}
 
     @staticmethod
     def collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

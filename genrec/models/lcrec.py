@@ -257,8 +257,8 @@ class LCRec(Recommender):
         self.settings["lora"] = {**settings, "target_modules": _listed(settings["target_modules"])}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                label_positions: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Causal-LM loss on the labelled (response) tokens.
 
         Args:
@@ -268,6 +268,8 @@ class LCRec(Recommender):
             attention_mask: LongTensor [B, L], 1 on real tokens; ``None`` for packed rows.
             labels: LongTensor [B, L], -100 where no loss is taken.
             position_ids: LongTensor [B, L] restarting at 0 for each packed example.
+            label_positions: LongTensor [N], the labelled positions as the batch lists them
+                (:func:`genrec.llm.finetune.labelled_positions`; spares a device sync).
 
         Returns:
             With labels: (None, mean cross-entropy over the labelled tokens), from
@@ -281,7 +283,7 @@ class LCRec(Recommender):
                            use_cache=False)
             return out.logits, None
         return None, causal_lm_loss(self.llm, input_ids, labels, attention_mask=attention_mask,
-                                    position_ids=position_ids)
+                                    position_ids=position_ids, label_positions=label_positions)
 
     # ------------------------------------------------------------------ generation
 

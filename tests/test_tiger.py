@@ -67,6 +67,21 @@ def test_beams_are_distinct_catalogue_items_and_exact_with_a_full_beam(encoder_i
     assert torch.all(scores[:, :-1] >= scores[:, 1:])
 
 
+def test_hf_generate_with_the_trie_processor_names_catalogue_items():
+    from transformers import LogitsProcessorList
+
+    from genrec.decoding import TrieLogitsProcessor
+    from genrec.models.tiger import EOS
+
+    model = _model()
+    inputs = model.encoder_inputs(torch.tensor([[0, 3, 1, 7]]), torch.tensor([2]))
+    out = model.t5.generate(**inputs, num_beams=6, num_return_sequences=6, do_sample=False,
+                            max_new_tokens=model.semantic_ids.num_levels + 1, length_penalty=0.0,
+                            logits_processor=LogitsProcessorList([TrieLogitsProcessor(model.trie, 1, EOS)]))
+    items = model.trie.values(model.trie.walk(out[:, 1:1 + model.semantic_ids.num_levels])).tolist()
+    assert len(set(items)) == 6 and min(items) >= 1
+
+
 def test_more_than_the_catalogue_pads_with_minus_one():
     model = _model(_ids(n=6, sizes=(2, 2, 2)), num_beams=8)
     items, scores = model.recommend_indices([np.array([1, 2])], k=8)

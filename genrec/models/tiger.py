@@ -49,6 +49,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
+from genrec.data.padding import left_pad
 from genrec.decoding import constrained_beam_search
 from genrec.models.base import Recommender, as_histories
 from genrec.semantic_ids import SemanticIDs
@@ -90,15 +91,6 @@ def ablation_ids(ids: SemanticIDs, kind: str, seed: int = 0) -> SemanticIDs:
         codes = np.arange(-1, ids.num_items, dtype=np.int64)[:, None]
         return SemanticIDs(codes, [ids.num_items], ids.dataset, ids.fingerprint, list(ids.item_ids))
     raise ValueError(f"unknown item identifiers {kind!r}; use 'semantic', 'random' or 'atomic'")
-
-
-def _left_pad(histories: Sequence[np.ndarray], length: int) -> torch.Tensor:
-    """The last ``length`` items of each history, left-padded with 0: LongTensor [B, length]."""
-    out = np.zeros((len(histories), length), dtype=np.int64)
-    for row, items in enumerate(histories):
-        items = np.asarray(items, dtype=np.int64)[-length:]
-        out[row, length - len(items):] = items
-    return torch.from_numpy(out)
 
 
 @gin.configurable(denylist=["semantic_ids"])
@@ -283,7 +275,7 @@ class TIGER(Recommender):
         beams, chunk = max(k, self.settings["num_beams"]), self.settings["decode_batch_size"]
         items, scores = [], []
         for start in range(0, len(histories), chunk):
-            history = _left_pad(histories[start:start + chunk], self.settings["max_history"]).to(device)
+            history = left_pad(histories[start:start + chunk], self.settings["max_history"]).to(device)
             user = None if users is None else torch.as_tensor(np.asarray(users[start:start + chunk]),
                                                                dtype=torch.long, device=device)
             if history.max() > self.semantic_ids.num_items or history.min() < 0:

@@ -3,8 +3,8 @@
 Instruction tuning takes its loss on the response tokens only, a small share of each sequence
 (LC-Rec's seqrec: 5 of ~120 tokens). The usual ``model(..., labels=labels).loss`` still applies the
 output head to every position: a [B, L, V] logits tensor (V = 49k for SmolLM2), its float copy, its
-log-softmax and their gradients, about a fifth of the model's FLOPs and most of its activation
-memory. :func:`causal_lm_loss` runs the decoder, gathers the hidden states of the positions that
+log-softmax and their gradients: about a fifth of a 135M model's FLOPs and a large share of its
+activation memory. :func:`causal_lm_loss` runs the decoder, gathers the hidden states of the positions that
 predict a label, and applies the head and the cross-entropy to those rows only, in chunks of
 ``chunk_size`` rows (each chunk recomputed in the backward pass when there is more than one), so
 memory does not grow with B x L x V. The value equals the transformers loss (mean token
@@ -12,9 +12,11 @@ cross-entropy over labelled positions, logits in float32).
 
 :func:`pack_examples` builds padding-free batches: the examples of a batch are laid end to end
 in rows of at most ``max_tokens`` tokens, with ``position_ids`` restarting at 0 for each example and
-no ``attention_mask``. transformers (>= 4.54, ``masking_utils.find_packed_sequence_indices``) then
+no ``attention_mask``. transformers (5.x: ``masking_utils.find_packed_sequence_indices``) then
 builds a block-diagonal causal mask from the restarts, for ``sdpa``, ``eager`` and flash attention
 alike, so no example attends to another and every position sees the same context as unpacked.
+Batches also carry ``label_positions`` (:func:`labelled_positions`, made on the host), so selecting
+the labelled rows needs no device-to-host sync.
 
 Shapes: B batch (rows), L sequence length, N labelled positions, V vocabulary, D model width.
 """

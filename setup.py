@@ -14,7 +14,9 @@ setup(
         # torch is left unpinned on purpose: on CPU machines install torch==2.13.0 first (see .ci/run),
         # otherwise pip resolves a multi-GB CUDA build.
         "torch>=2.1",
-        "transformers>=4.46",
+        # the tested range: 5.24 here and in CI, 5.17 on the GPU image; the next release may change
+        # the generation and cache APIs that constrained decoding uses
+        "transformers>=5.17,<5.25",
         "peft>=0.13",
         "gin-config>=0.5",
         "accelerate>=1.0",

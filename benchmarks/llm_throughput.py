@@ -16,7 +16,7 @@ AdamW; their steps alternate (old, new, new, old, ...) so that both see the same
 
 Each mode (full, LoRA) runs in a process of its own. Reported per path: real (non-padding) tokens
 per second of wall time and of process CPU time (the latter is steadier on a shared machine),
-seconds per step, the share of batch slots that are real tokens, peak memory of a step (CPU: the
+seconds per step (and of it, the AdamW step), the share of batch slots that are real tokens, peak memory of a step (CPU: the
 peak resident set, reset before each step with ``malloc_trim`` + ``/proc/self/clear_refs``, so it
 holds the model, gradients and AdamW state plus that step's transient memory; GPU: peak allocated;
 ``process_peak_rss_mib`` is the whole process, model loading included), and
@@ -169,7 +169,8 @@ def run_mode(mode: str, args, exp, ids, batch_size: int, code_init: str, seed: i
     options = {"fused": {"fused": True}, "foreach": {"foreach": True}, "single": {"foreach": False}}[adamw]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, **options)
     paths = ["old", "new"] + (["new_gc"] if args.gradient_checkpointing and mode == "full" else [])
-    stats = {path: {"tokens": 0, "flops": 0.0, "wall": 0.0, "cpu": 0.0, "peak_mib": 0.0, "batch_tokens": 0}
+    stats = {path: {"tokens": 0, "flops": 0.0, "wall": 0.0, "cpu": 0.0, "optimizer": 0.0, "peak_mib": 0.0,
+                    "batch_tokens": 0}
              for path in paths}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if CUDA else nullcontext()
     for step in range(args.steps + 1):
@@ -188,9 +189,12 @@ def run_mode(mode: str, args, exp, ids, batch_size: int, code_init: str, seed: i
             with autocast:
                 loss = (model.llm(**batch, use_cache=False).loss if path == "old" else model(**batch)[1])
             loss.backward()
+            _sync()
+            optimizer_start = time.perf_counter()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             _sync()
+            optimizer_wall = time.perf_counter() - optimizer_start
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             if path == "new_gc":
                 _checkpointing(model.llm, False)
@@ -203,6 +207,7 @@ def run_mode(mode: str, args, exp, ids, batch_size: int, code_init: str, seed: i
             s["batch_tokens"] += int(batch["input_ids"].numel())
             s["flops"] += step_flops(model, lengths, labelled)
             s["wall"] += wall
+            s["optimizer"] += optimizer_wall
             s["cpu"] += cpu
             s["peak_mib"] = max(s["peak_mib"], _peak_mib())
     out = {}
@@ -210,6 +215,7 @@ def run_mode(mode: str, args, exp, ids, batch_size: int, code_init: str, seed: i
         out[path] = {"tokens_per_second": round(s["tokens"] / s["wall"], 1),
                      "cpu_tokens_per_second": round(s["tokens"] / s["cpu"], 1) if not CUDA else None,
                      "seconds_per_step": round(s["wall"] / args.steps, 2),
+                     "optimizer_seconds_per_step": round(s["optimizer"] / args.steps, 2),
                      "real_token_share": round(s["tokens"] / s["batch_tokens"], 3),
                      "model_flops_per_second": s["flops"] / s["wall"],
                      "peak_step_mib": round(s["peak_mib"], 1)}

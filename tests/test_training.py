@@ -227,3 +227,9 @@ def test_identity_ignores_run_folder_bindings():
 
     assert _identity("a.b = 1\ntrain_x.run_dir = 'x'\n") == _identity("a.b = 1\ntrain_x.run_dir = 'y/z'\n")
     assert _identity("a.b = 1\n") != _identity("a.b = 2\n")
+
+
+def test_fused_adamw_trains_on_a_cpu_too(tmp_path):
+    reference = _fit(tmp_path / "ref", max_epochs=2)
+    fused = _fit(tmp_path / "fused", max_epochs=2, fused_adamw=True)
+    assert fused["valid"]["neg_mse"] == pytest.approx(reference["valid"]["neg_mse"], rel=1e-3, abs=1e-4)

@@ -45,6 +45,7 @@ import torch
 
 from genrec.decoding import DECODERS, PrefixTrie, decode_items
 from genrec.io import atomic_write_text
+from genrec.llm.finetune import causal_lm_loss
 from genrec.llm.lora import apply_lora, lora_settings
 from genrec.llm.pretrained import BUNDLED_LLM, load_causal_lm, load_tokenizer
 from genrec.llm.tasks import PromptFormat, seqrec_instruction
@@ -276,8 +277,6 @@ class LCRec(Recommender):
             :func:`genrec.llm.finetune.causal_lm_loss`, which applies the output head to the labelled
             positions only (no [B, L, V] logits). Without labels: (logits [B, L, V], None).
         """
-        from genrec.llm.finetune import causal_lm_loss
-
         if labels is None:
             out = self.llm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                            use_cache=False)

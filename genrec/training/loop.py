@@ -37,13 +37,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import resource
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,11 +59,8 @@ from genrec.training.checkpoint import (load_checkpoint, load_tensors, load_trai
                                         save_tensors, trainable_state_dict)
 from genrec.training.run_folder import RunLog, check_config, finished_metrics, run_folder_lock
 
-__all__ = ["fit", "lr_lambda", "peak_memory", "seed_everything", "single_process"]
+__all__ = ["fit", "lr_lambda", "peak_memory", "seed_everything"]
 
-DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                   "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE", "TORCHELASTIC_RUN_ID")
-"""Environment variables through which torchrun / accelerate launch tell a process it is one of many."""
 
 Evaluate = Callable[[torch.nn.Module, str, Accelerator], dict[str, Any]]
 
@@ -77,28 +72,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-@contextmanager
-def single_process() -> Iterator[None]:
-    """Runs the block as a single-process job even inside a multi-process launch.
-
-    The launcher's environment (:data:`DISTRIBUTED_ENV`, ``ACCELERATE_*``) is hidden and accelerate's
-    process state reset on entry and on exit, so a :func:`fit` inside the block (e.g. building
-    semantic IDs once, under a lock, before a model's distributed training) trains alone, and the
-    next :func:`fit` after it sees the launch again. No process group may be open on entry.
-    """
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        raise RuntimeError("single_process() needs no open process group; run it before the first fit")
-    saved = {k: v for k, v in os.environ.items() if k in DISTRIBUTED_ENV or k.startswith("ACCELERATE_")}
-    for key in saved:
-        del os.environ[key]
-    AcceleratorState._reset_state(reset_partial_state=True)
-    try:
-        yield
-    finally:
-        os.environ.update(saved)
-        AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:

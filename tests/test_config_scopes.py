@@ -38,3 +38,12 @@ def test_isolated_config_restores_the_callers_configuration():
         pass
     assert gin.config_str() == before
     gin.clear_config()
+
+
+def test_threads_option():
+    from genrec.config import parse_args
+
+    assert parse_args(["a.gin", "--threads", "1"], "t", ["loo"]).threads == 1
+    assert parse_args(["a.gin"], "t", ["loo"]).threads is None
+    with pytest.raises(ConfigError, match="--threads must be >= 1"):
+        parse_args(["a.gin", "--threads", "0"], "t", ["loo"])

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import resource
 import sys
@@ -352,6 +353,8 @@ def fit(
             "device": str(accelerator.device),
             "mixed_precision": accelerator.mixed_precision,
             "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(),
         }
         if main:

@@ -187,7 +187,7 @@ def test_lm_operator_layer_cache_matches_recomputation(tiny_llama, tmp_path):
 
 
 def test_lm_operator_full_tuning_and_errors(tiny_llama, tmp_path):
-    op = PretrainedLMContent(TEXTS, dim=8, path=tiny_llama, frozen_layers=0, lora=False, layer_cache=False)
+    op = PretrainedLMContent(TEXTS, dim=8, path=tiny_llama, frozen_layers=0, lora=None, layer_cache=False)
     trainable = {name.split(".")[0] for name, p in op.named_parameters() if p.requires_grad}
     assert trainable == {"backbone", "proj"}
     assert not op.backbone.embed_tokens.weight.requires_grad

@@ -41,12 +41,16 @@ from tqdm.auto import tqdm
 
 from genrec import assets
 from genrec.io import file_lock
+from genrec.llm.lora import apply_lora
 from genrec.llm.pretrained import resolve_llm
 from genrec.models.content.content_ops import ContentOperator
 from genrec.models.content.layers import masked_mean
 from genrec.models.content.text import load_text_tokenizer, tokenize_items
 
 __all__ = ["PretrainedLMContent", "layer_cache_key"]
+
+CONTENT_LORA = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": None}
+"""LoRA settings of the content LM by default (those of the Legommenders-style presets)."""
 
 _LAYER_LISTS = ("encoder.layer", "layers", "h", "model.layers", "transformer.h", "decoder.layers")
 _FINAL_NORMS = ("norm", "ln_f", "final_layer_norm")
@@ -90,12 +94,11 @@ class PretrainedLMContent(ContentOperator):
         dim: D, the output width (a trained projection of the LM's hidden size).
         path: ``bundled:<name>``, a folder or a hub id (see the module docstring).
         frozen_layers: k, bottom layers frozen and cached; negative: all but the top ``-k``.
-        lora: train LoRA adapters on the top layers (else train those layers fully).
-        lora_r: LoRA rank.
-        lora_alpha: LoRA scaling numerator (scale = alpha / r).
-        lora_dropout: dropout on the LoRA input.
-        lora_targets: module names that get adapters; ``None``: peft's default for the architecture
-            (BERT: query, value; Llama: q_proj, v_proj).
+        lora: LoRA settings for adapters on the top layers (:func:`genrec.llm.lora.lora_settings`,
+            the one place every LLM model takes them from; default :data:`CONTENT_LORA`: r 8,
+            alpha 16, no dropout, peft's default modules for the architecture, e.g. BERT's query and
+            value); ``None``: train those layers fully. In gin:
+            ``PretrainedLMContent.lora = @content/lora_settings()`` with ``content/lora_settings.r = 32``.
         max_tokens: tokens kept per text (the tokenizer's special tokens included).
         layer_cache: read the frozen layers' output from the disk cache (built on first use).
         cache_dir: folder of the cache files (default ``<data dir>/cache/lm_layers``).
@@ -103,8 +106,7 @@ class PretrainedLMContent(ContentOperator):
     """
 
     def __init__(self, texts: list[str], dim: int, path: str = "bundled:all-minilm-l6-v2", frozen_layers: int = -1,
-                 lora: bool = True, lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.0,
-                 lora_targets: list[str] | None = None, max_tokens: int = 32, layer_cache: bool = True,
+                 lora: dict | None = CONTENT_LORA, max_tokens: int = 32, layer_cache: bool = True,
                  cache_dir: str | None = None, cache_batch_size: int = 64):
         super().__init__(dim)
         from transformers import AutoModel
@@ -137,15 +139,11 @@ class PretrainedLMContent(ContentOperator):
         self._states: torch.Tensor | None = None
         upper[0].register_forward_pre_hook(self._hook, with_kwargs=True)
         if lora:
-            from peft import LoraConfig, get_peft_model
-
-            config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                                target_modules=list(lora_targets) if lora_targets else None)
             try:
-                backbone = get_peft_model(backbone, config)
+                backbone = apply_lora(backbone, dict(lora))
             except ValueError as err:
-                raise ValueError(f"LoRA for {path!r} failed ({err}); set PretrainedLMContent.lora_targets to the "
-                                 "names of its linear layers, or PretrainedLMContent.lora = False") from err
+                raise ValueError(f"LoRA for {path!r} failed ({err}); set the target_modules of the LoRA settings "
+                                 "to the names of its linear layers, or PretrainedLMContent.lora = None") from err
         else:
             for p in upper.parameters():
                 p.requires_grad_(True)

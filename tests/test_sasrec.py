@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import torch
 
 from genrec.models import MostPopular, SASRec
 from genrec.training.checkpoint import load_tensors
+from interrupt import kill_at_first_checkpoint  # tests/interrupt.py
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINER = [sys.executable, "genrec/trainers/sasrec_trainer.py", "config/sasrec/ml100k_debug.gin"]
@@ -101,15 +100,7 @@ def test_resume_after_kill_reaches_same_metrics(tmp_path):
     out, _ = full.communicate(timeout=600)
     assert full.returncode == 0, out
 
-    cut = _run(tmp_path / "cut")
-    ckpt = tmp_path / "cut" / "checkpoint.safetensors"
-    deadline = time.time() + 300
-    while not ckpt.exists() and cut.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert cut.poll() is None, "the run finished before it could be interrupted"
-    os.kill(cut.pid, signal.SIGKILL)
-    cut.communicate()
-    assert not (tmp_path / "cut" / "metrics.json").exists()
+    kill_at_first_checkpoint(_run(tmp_path / "cut"), tmp_path / "cut")
 
     resumed = _run(tmp_path / "cut")
     out, _ = resumed.communicate(timeout=600)

@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from genrec.data.generative import NextItemPrefixes
 from genrec.models import TIGER
 from genrec.models.tiger import ablation_ids, user_bucket
 from genrec.semantic_ids import SemanticIDs, SemanticIDsError
+from interrupt import kill_at_first_checkpoint  # tests/interrupt.py
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(num_layers=1, num_decoder_layers=1, d_model=32, num_heads=2, d_kv=16, d_ff=64, user_buckets=10)
@@ -217,15 +216,7 @@ def test_short_real_run_then_resume_after_kill(tmp_path, ml100k_ids):
     recs = model.recommend([["1", "2", "3"]], k=10, users=[model.user_ids[0]])[0]
     assert len({item for item, _ in recs}) == 10
 
-    cut = _trainer(tmp_path / "cut", ml100k_ids)
-    ckpt = tmp_path / "cut" / "checkpoint.safetensors"
-    deadline = time.time() + 300
-    while not ckpt.exists() and cut.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert cut.poll() is None, "the run finished before it could be interrupted"
-    os.kill(cut.pid, signal.SIGKILL)
-    cut.communicate()
-    assert not (tmp_path / "cut" / "metrics.json").exists()
+    kill_at_first_checkpoint(_trainer(tmp_path / "cut", ml100k_ids), tmp_path / "cut")
     resumed = _trainer(tmp_path / "cut", ml100k_ids)
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out

@@ -43,6 +43,7 @@ class Recommender(nn.Module):
         generative: True for models that generate item lists instead of scoring every item.
         item_ids: raw item ids, index 0 the padding entry; set by :meth:`set_item_ids` (trainers
             do it from the data, saved models restore it).
+        user_ids: raw user ids of users 0..U-1 for models that know users (:meth:`set_user_ids`).
     """
 
     generative: ClassVar[bool] = False
@@ -51,6 +52,8 @@ class Recommender(nn.Module):
         super().__init__()
         self.item_ids: list[str] | None = None
         self._item_lookup: dict[str, int] = {}
+        self.user_ids: list[str] | None = None
+        self._user_lookup: dict[str, int] = {}
 
     # ------------------------------------------------------------------ ids
 
@@ -70,9 +73,22 @@ class Recommender(nn.Module):
             raise ValueError(f"unknown item id {raw_id!r}: not among this model's {len(self.item_ids) - 1} items "
                              f"(e.g. {example!r})") from None
 
+    def set_user_ids(self, user_ids: Sequence[str]) -> None:
+        """Names users 0..U-1 by their raw ids (models that know users: a user token or table row)."""
+        self.user_ids = [str(u) for u in user_ids]
+        self._user_lookup = {raw: u for u, raw in enumerate(self.user_ids)}
+
     def user_index(self, raw_id: str) -> int:
-        """User index of a raw user id; models that know users override it."""
-        raise ValueError(f"{type(self).__name__} does not know users; recommend from histories alone (users=None)")
+        """User index of a raw user id; ValueError naming the id when it is unknown."""
+        if self.user_ids is None:
+            raise ValueError(f"this {type(self).__name__} has no user ids; recommend from histories alone "
+                             "(users=None), or call set_user_ids(interactions.user_ids)")
+        try:
+            return self._user_lookup[str(raw_id)]
+        except KeyError:
+            raise ValueError(f"unknown user id {raw_id!r}: not among this model's {len(self.user_ids)} users (e.g. "
+                             f"{self.user_ids[0]!r}); leave the user out (users=None) to recommend for a new user "
+                             "from its history") from None
 
     # ------------------------------------------------------------------ the contract
 

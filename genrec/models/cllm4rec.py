@@ -162,8 +162,6 @@ class CLLM4Rec(Recommender):
             self.llm = apply_lora(self.llm, lora)
         # What save_pretrained writes: what training changes, and a random LLM (it cannot be rebuilt).
         self._saved = set(self.state_dict() if random_init else trainable_state_dict(self))
-        self.user_ids: list[str] | None = None
-        self._user_lookup: dict[str, int] = {}
         self._histories: tuple[torch.Tensor, torch.Tensor] | None = None  # CSR (offsets [U+1], items)
         self._index, self._index_key = None, None  # InnerProductIndex, the item table it was built from
 
@@ -175,8 +173,7 @@ class CLLM4Rec(Recommender):
             raise ValueError(f"got {len(user_ids)} user ids and {len(item_ids)} item ids (padding included) for a "
                              f"model of {self.num_users} users and {self.num_items} items (+1 padding)")
         self.set_item_ids(item_ids)
-        self.user_ids = [str(u) for u in user_ids]
-        self._user_lookup = {raw: u for u, raw in enumerate(self.user_ids)}
+        self.set_user_ids(user_ids)
 
     def set_histories(self, sequences: Sequence[np.ndarray]) -> None:
         """Each known user's time-ordered items, for ``recommend`` without a history."""
@@ -192,17 +189,6 @@ class CLLM4Rec(Recommender):
             raise ValueError("this CLLM4Rec stores no user histories; give each user a history or call set_histories")
         offsets, flat = self._histories
         return flat[offsets[user]:offsets[user + 1]].numpy()
-
-    def user_index(self, raw_id: str) -> int:
-        """User index of a raw user id; ValueError naming the id when it is unknown."""
-        if self.user_ids is None:
-            raise ValueError("this CLLM4Rec has no raw ids; call set_ids(user_ids, item_ids) first")
-        try:
-            return self._user_lookup[str(raw_id)]
-        except KeyError:
-            raise ValueError(f"unknown user id {raw_id!r}: not among this model's {self.num_users} users (e.g. "
-                             f"{self.user_ids[0]!r}); leave the user out (None) to recommend for a new user from "
-                             "its history") from None
 
     # ------------------------------------------------------------------ model
 

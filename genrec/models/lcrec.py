@@ -50,7 +50,7 @@ from genrec.llm.lora import apply_lora, lora_settings
 from genrec.llm.pretrained import BUNDLED_LLM, load_causal_lm, load_tokenizer
 from genrec.llm.tasks import PromptFormat, seqrec_instruction
 from genrec.models.base import Recommender
-from genrec.semantic_ids import SemanticIDs
+from genrec.semantic_ids import SemanticIDs, level_token_starts
 
 __all__ = ["LCRec", "code_token"]
 
@@ -181,9 +181,9 @@ class LCRec(Recommender):
         """int64 [C, max size]: token id of (level, code); -1 where a level has fewer codes."""
         sizes, start = self.codebook_sizes, self.settings["code_token_start"]
         table = np.full((len(sizes), max(sizes)), -1, dtype=np.int64)
-        offsets = start + np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        starts = level_token_starts(sizes, start)
         for level, size in enumerate(sizes):
-            table[level, :size] = offsets[level] + np.arange(size)
+            table[level, :size] = starts[level] + np.arange(size)
         return table
 
     @torch.no_grad()

@@ -35,7 +35,6 @@ Shapes: B users, H history items, C code levels, L encoder length, K beams, V vo
 
 from __future__ import annotations
 
-import inspect
 import json
 import zlib
 from collections.abc import Sequence
@@ -44,24 +43,21 @@ from pathlib import Path
 import gin
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import T5Config, T5ForConditionalGeneration
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from genrec.data.padding import left_pad
-from genrec.decoding import constrained_beam_search
-from genrec.models.base import Recommender, as_histories
-from genrec.semantic_ids import SemanticIDs
+from genrec.decoding import cache_argument, constrained_beam_search
 from genrec.io import atomic_write_text
+from genrec.models.base import Recommender, as_histories
+from genrec.semantic_ids import SemanticIDs, level_token_starts
 
 __all__ = ["TIGER", "ablation_ids", "user_bucket"]
 
 PAD, EOS = 0, 1
 FIRST_CODE = 2  # token id of code 0 of level 0
 SETTINGS = "tiger.json"
-# transformers 5 names the decoder cache argument ``cache`` (``past_key_values`` before, deprecated after)
-_CACHE = "cache" if "cache" in inspect.signature(T5ForConditionalGeneration.forward).parameters else "past_key_values"
 
 
 def user_bucket(raw_user_id: str, buckets: int) -> int:
@@ -152,7 +148,7 @@ class TIGER(Recommender):
         tokens[0] = PAD
         levels, vocab = semantic_ids.num_levels, self.config.vocab_size
         level_mask = torch.zeros(levels, vocab, dtype=torch.bool)
-        starts = FIRST_CODE + np.concatenate([[0], np.cumsum(semantic_ids.codebook_sizes)])
+        starts = level_token_starts(semantic_ids.codebook_sizes, FIRST_CODE)
         for level in range(levels):
             level_mask[level, starts[level]:starts[level + 1]] = True
         self.register_buffer("item_tokens", torch.from_numpy(tokens), persistent=False)  # [N+1, C]
@@ -160,32 +156,19 @@ class TIGER(Recommender):
         self.register_buffer("user_tokens", torch.zeros(0, dtype=torch.long), persistent=False)  # [U]
         self.trie = semantic_ids.trie(FIRST_CODE, vocab_size=vocab)
         self.set_item_ids(semantic_ids.item_ids)
-        self.user_ids: list[str] | None = None
-        self._user_lookup: dict[str, int] = {}
 
     # ------------------------------------------------------------------ ids
 
     @property
-    def levels(self) -> int:
+    def num_levels(self) -> int:
         return self.semantic_ids.num_levels
 
     def set_user_ids(self, user_ids: Sequence[str]) -> None:
         """Names users 0..U-1 by their raw ids; their hash buckets become the user tokens."""
-        self.user_ids = [str(u) for u in user_ids]
-        self._user_lookup = {u: i for i, u in enumerate(self.user_ids)}
+        super().set_user_ids(user_ids)
         buckets = self.settings["user_buckets"]
         tokens = [self.first_user_token + user_bucket(u, buckets) for u in self.user_ids] if buckets else []
         self.user_tokens = torch.tensor(tokens, dtype=torch.long, device=self.item_tokens.device)
-
-    def user_index(self, raw_id: str) -> int:
-        """User index of a raw user id; ValueError naming the id when it is unknown."""
-        if self.user_ids is None:
-            raise ValueError("this TIGER has no user ids; call set_user_ids(interactions.user_ids) or pass users=None")
-        try:
-            return self._user_lookup[str(raw_id)]
-        except KeyError:
-            raise ValueError(f"unknown user id {raw_id!r}: not among this model's {len(self.user_ids)} users; "
-                             "recommend for an unknown user with users=None") from None
 
     # ------------------------------------------------------------------ training
 
@@ -204,10 +187,10 @@ class TIGER(Recommender):
         history = history[:, -self.settings["max_history"]:]
         batch, length = history.shape
         per_item = self.settings["encoder_input"] == "items"
-        width = 1 if per_item else self.levels
+        width = 1 if per_item else self.num_levels
         tokens = self.item_tokens[history]  # [B, H, C]; padding rows are PAD
         if not per_item:
-            tokens = tokens.view(batch, length * self.levels, 1)
+            tokens = tokens.view(batch, length * self.num_levels, 1)
         if users is not None and self.settings["user_buckets"]:
             if len(self.user_tokens) == 0:
                 raise ValueError("TIGER got user indices but has no user ids; call set_user_ids(...) first")
@@ -290,10 +273,10 @@ class TIGER(Recommender):
         mask = inputs["attention_mask"]
         batch = mask.shape[0]
         encoded = self.t5.get_encoder()(**inputs).last_hidden_state  # [B, L, D]
-        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        cache, cache_name = EncoderDecoderCache(DynamicCache(), DynamicCache()), cache_argument(self.t5)
         start = torch.full((batch, 1), EOS, dtype=torch.long, device=mask.device)
         out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=encoded), attention_mask=mask,
-                      decoder_input_ids=start, use_cache=True, **{_CACHE: cache})  # fills the cache in place
+                      decoder_input_ids=start, use_cache=True, **{cache_name: cache})  # fills the cache in place
         first = self.level_log_probs(out.logits[:, -1], 0).repeat_interleave(beams, 0)  # [B*K, V]
         expanded = BaseModelOutput(last_hidden_state=encoded.repeat_interleave(beams, 0))
         mask = mask.repeat_interleave(beams, 0)
@@ -308,7 +291,7 @@ class TIGER(Recommender):
                 cache.self_attention_cache.reorder_cache(parents)
             last = tokens[:, -1:].clamp(min=PAD)  # finished or dead beams (-1) feed padding
             out = self.t5(encoder_outputs=expanded, attention_mask=mask, decoder_input_ids=last, use_cache=True,
-                          **{_CACHE: cache})
+                          **{cache_name: cache})
             return self.level_log_probs(out.logits[:, -1], t), state
 
         values, scores, _ = constrained_beam_search(step, self.trie, batch, beams)

@@ -29,7 +29,13 @@ from genrec.io import atomic_write_text
 if TYPE_CHECKING:
     from genrec.data import Interactions
 
-__all__ = ["SemanticIDs", "SemanticIDsError"]
+__all__ = ["SemanticIDs", "SemanticIDsError", "level_token_starts"]
+
+
+def level_token_starts(codebook_sizes: list[int], offset: int = 0) -> np.ndarray:
+    """[C+1] token-id boundaries of the levels: level c's tokens are ``starts[c] .. starts[c+1] - 1``,
+    one per code, the first at ``offset`` (the layout of :meth:`SemanticIDs.token_ids`)."""
+    return offset + np.concatenate([[0], np.cumsum(codebook_sizes)]).astype(np.int64)
 
 
 REBUILD = "rebuild it with genrec/trainers/rqvae_trainer.py for this dataset"
@@ -83,8 +89,7 @@ class SemanticIDs:
         Level-specific tokens (LC-Rec's ``<C{level}_{code}>``, TIGER's per-level embeddings) never
         confuse code 5 of level 0 with code 5 of level 1.
         """
-        starts = offset + np.concatenate([[0], np.cumsum(self.codebook_sizes)[:-1]])
-        tokens = self.codes + starts[None, :]
+        tokens = self.codes + level_token_starts(self.codebook_sizes, offset)[None, :-1]
         tokens[0] = -1
         return tokens
 

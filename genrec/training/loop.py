@@ -398,30 +398,25 @@ def _evaluate(evaluate: Evaluate, wrapped, which: str, accelerator: Accelerator)
         model.train()
 
 
-def _check_settings(**settings: Any) -> None:
-    """Raises ValueError naming the ``fit.*`` binding whose value cannot work."""
-    rules = {
-        "max_epochs": lambda v: isinstance(v, int) and v >= 1,
-        "max_steps": lambda v: v is None or (isinstance(v, int) and v >= 1),
-        "batch_size": lambda v: isinstance(v, int) and v >= 1,
-        "learning_rate": lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v > 0,
-        "weight_decay": lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0,
-        "warmup_steps": lambda v: isinstance(v, int) and v >= 0,
-        "grad_clip": lambda v: v is None or (isinstance(v, (int, float)) and math.isfinite(v) and v > 0),
-        "grad_accum_steps": lambda v: isinstance(v, int) and v >= 1,
-        "eval_every_epochs": lambda v: isinstance(v, int) and v >= 1,
-        "eval_every_steps": lambda v: v is None or (isinstance(v, int) and v >= 1),
-        "patience": lambda v: v is None or (isinstance(v, int) and v >= 1),
-        "mode": lambda v: v in ("max", "min"),
-        "log_every_steps": lambda v: isinstance(v, int) and v >= 1,
-        "num_workers": lambda v: isinstance(v, int) and v >= 0,
-    }
-    needs = {"max_epochs": "an int >= 1", "max_steps": "an int >= 1, or None for no limit",
-             "batch_size": "an int >= 1", "learning_rate": "a finite number > 0", "weight_decay": "a number >= 0",
-             "warmup_steps": "an int >= 0", "grad_clip": "a number > 0, or None to disable clipping",
-             "grad_accum_steps": "an int >= 1", "eval_every_epochs": "an int >= 1",
-             "eval_every_steps": "an int >= 1, or None", "patience": "an int >= 1, or None to never stop early",
-             "mode": "'max' or 'min'", "log_every_steps": "an int >= 1", "num_workers": "an int >= 0"}
+_BOUNDS = {  # fit setting: (kind, lowest value, lowest value excluded, None allowed)
+    "max_epochs": (int, 1, False, False), "max_steps": (int, 1, False, True), "batch_size": (int, 1, False, False),
+    "learning_rate": (float, 0, True, False), "weight_decay": (float, 0, False, False),
+    "warmup_steps": (int, 0, False, False), "grad_clip": (float, 0, True, True),
+    "grad_accum_steps": (int, 1, False, False), "eval_every_epochs": (int, 1, False, False),
+    "eval_every_steps": (int, 1, False, True), "patience": (int, 1, False, True),
+    "log_every_steps": (int, 1, False, False), "num_workers": (int, 0, False, False),
+}
+
+
+def _check_settings(mode: str, **settings: Any) -> None:
+    """Raises ValueError naming the ``fit.*`` binding whose value cannot work (see :data:`_BOUNDS`)."""
+    if mode not in ("max", "min"):
+        raise ValueError(f"fit.mode = {mode!r} cannot work; it must be 'max' or 'min'")
     for name, value in settings.items():
-        if isinstance(value, bool) or not rules[name](value):
-            raise ValueError(f"fit.{name} = {value!r} cannot work; it must be {needs[name]}")
+        kind, low, strict, optional = _BOUNDS[name]
+        if value is None and optional:
+            continue
+        number = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or value < low or (strict and value == low):
+            need = f"{'an int' if kind is int else 'a finite number'} {'>' if strict else '>='} {low}"
+            raise ValueError(f"fit.{name} = {value!r} cannot work; it must be {need}{', or None' if optional else ''}")

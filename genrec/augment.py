@@ -55,6 +55,7 @@ from genrec import assets
 from genrec.data import ItemCatalog, load_dataset
 from genrec.io import LockedError, file_lock, fingerprint, update_file
 from genrec.llm.pretrained import BUNDLED_LLM, load_causal_lm, resolve_llm
+from genrec.progress import progress as progress_bar
 
 __all__ = ["PROMPT", "AugmentError", "AugmentStats", "cache_path", "generate_descriptions", "load_descriptions",
            "main", "model_fingerprint", "with_descriptions"]
@@ -350,9 +351,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="describing items", unit="item", disable=not enabled or total == 0)
+    return progress_bar(total=total, desc="describing items", unit="item", disable=not enabled or total == 0)
 
 
 def main(argv: Sequence[str] | None = None) -> AugmentStats:

@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from genrec.evaluation.metrics import KS, compute_metrics, ranks_from_ranked_lists, ranks_from_scores
+from genrec.progress import progress
 
 ScoreFn = Callable[[np.ndarray, list[np.ndarray]], torch.Tensor]
 RecommendFn = Callable[[np.ndarray, list[np.ndarray]], torch.Tensor]
@@ -115,6 +114,10 @@ class Evaluator:
         protocol: one of :data:`PROTOCOLS`.
         mask_history: remove history items from the candidates (full protocol).
         batch_size: rows per call of the model.
+        generate_batch_size: rows per call of a ``recommend_fn`` (:meth:`evaluate_ranked`; a
+            generative model decodes K beams per row, so its batches are smaller and its progress
+            shows per batch); default: ``batch_size``.
+        label: what the progress output calls this evaluation (``evaluating test``).
         num_negatives: negatives per row for the sampled protocol.
         seed: seed of the negative sampler.
         ks: cut-offs for the metrics.
@@ -131,11 +134,15 @@ class Evaluator:
         num_negatives: int = 100,
         seed: int = 0,
         ks: Sequence[int] = KS,
+        generate_batch_size: int | None = None,
+        label: str = "evaluating",
     ):
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; valid protocols are {', '.join(PROTOCOLS)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if generate_batch_size is not None and generate_batch_size < 1:
+            raise ValueError(f"generate_batch_size must be >= 1 or None, got {generate_batch_size}")
         self.users = np.asarray(eval_set.users)
         self.histories = [np.asarray(history, dtype=np.int64) for history in eval_set.histories]
         self.targets = np.asarray(eval_set.targets, dtype=np.int64)
@@ -150,6 +157,8 @@ class Evaluator:
         self.protocol = protocol
         self.mask_history = mask_history
         self.batch_size = batch_size
+        self.generate_batch_size = generate_batch_size or batch_size
+        self.label = label
         self.ks = tuple(ks)
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"ks must be positive cut-offs, got {ks!r}")
@@ -204,7 +213,8 @@ class Evaluator:
                 "evaluate_ranked does not support mask_history=True: removing history items from a "
                 "top-K list would leave fewer than K items; exclude them inside recommend_fn instead"
             )
-        ranks = self._collect_ranks(lambda rows: self._rank_lists(recommend_fn, rows), accelerator)
+        ranks = self._collect_ranks(lambda rows: self._rank_lists(recommend_fn, rows), accelerator,
+                                    self.generate_batch_size)
         return compute_metrics(ranks, self.ks)
 
     def _rank_scores(self, score_fn: ScoreFn, rows: np.ndarray) -> torch.Tensor:
@@ -239,17 +249,20 @@ class Evaluator:
             )
         return ranks_from_ranked_lists(ranked, self.targets[rows])
 
-    def _collect_ranks(self, rank_rows: Callable[[np.ndarray], torch.Tensor], accelerator) -> np.ndarray:
-        """Ranks this process's rows in batches, then gathers every process's ranks in row order."""
+    def _collect_ranks(self, rank_rows: Callable[[np.ndarray], torch.Tensor], accelerator,
+                       batch_size: int | None = None) -> np.ndarray:
+        """Ranks this process's rows in batches (default: ``batch_size``), then gathers every process's
+        ranks in row order. Progress counts this process's rows, shown by the main process."""
+        batch_size = batch_size or self.batch_size
         process, world = _process_layout(accelerator)
         rows = np.arange(process, len(self), world)
-        batches = range(0, len(rows), self.batch_size)
         is_main = accelerator is None or accelerator.is_main_process
-        with torch.inference_mode():
-            ranks = [
-                rank_rows(rows[start : start + self.batch_size]).cpu()
-                for start in tqdm(batches, desc="evaluating", leave=False, disable=not is_main)
-            ]
+        ranks = []
+        with torch.inference_mode(), progress(total=len(rows), desc=self.label, unit="user", leave=False,
+                                              disable=not is_main) as bar:
+            for start in range(0, len(rows), batch_size):
+                ranks.append(rank_rows(rows[start : start + batch_size]).cpu())
+                bar.update(len(ranks[-1]))
         ranks = torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
         if world == 1:
             return ranks.numpy()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import gin
@@ -28,6 +27,7 @@ import torch
 from genrec.config import ConfigError, config_path, isolated_config
 from genrec.data import ItemCatalog, Interactions
 from genrec.io import file_lock
+from genrec.progress import announce
 from genrec.semantic_ids.collisions import (STRATEGIES, codebook_perplexity, codebook_usage, collision_rate,
                                             max_collision_group, resolve_collisions, shared_field_ratio)
 from genrec.semantic_ids.embed import embed_texts
@@ -64,7 +64,7 @@ def item_vectors(catalog: ItemCatalog, standardize: bool, source: str = "text",
     parts = []
     for part in source.split("+"):
         if part == "text":
-            x = torch.from_numpy(embed_texts(catalog.texts()))
+            x = torch.from_numpy(embed_texts(catalog.texts(require_text=True)))
         elif part.startswith("collaborative:"):
             x = collaborative_vectors(Path(part[len("collaborative:"):]), len(catalog.texts()), interactions)
         else:
@@ -204,7 +204,7 @@ def ensure_semantic_ids(path: str | Path, rqvae_config: str | Path | None, inter
         path.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(path.parent / ".build.lock"):
             if not path.is_file():
-                print(f"genrec: {path} does not exist yet; building it with {rqvae_config}", file=sys.stderr)
+                announce("semantic IDs", f"{path} does not exist yet; building it with {rqvae_config}")
                 with single_process():
                     build_semantic_ids(rqvae_config, path.parent)
     return SemanticIDs.load(path, interactions)

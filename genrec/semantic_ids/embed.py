@@ -10,23 +10,26 @@ Texts are encoded in batches sorted by length (little padding), with a progress 
 is cached as ``<data dir>/cache/embeddings/<key>.npy`` where the key hashes the model spec, the
 identity of its files (the pinned checksum of a bundled model; names, sizes and modification times
 of a local folder's files), the pooling settings and every text, so a changed input never reads a
-stale cache and an unchanged one is never recomputed. The file is written atomically.
+stale cache and an unchanged one is never recomputed. The file is written atomically with a
+sidecar ``<key>.npy.json`` recording its size and sha256 (:func:`genrec.io.save_checked_array`); a
+cache that no longer matches its record, cannot be read, or has the wrong shape or dtype is never
+used: a message names the file and it is computed and written again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 
 import gin
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from genrec import assets
+from genrec.io import load_checked_array, save_checked_array
 from genrec.llm.pretrained import resolve_llm
+from genrec.progress import progress
 
 __all__ = ["embed_texts", "embedding_cache_key"]
 
@@ -78,22 +81,21 @@ def embed_texts(
     key = embedding_cache_key(model, texts, max_length, normalize)
     path = assets.data_dir() / "cache" / "embeddings" / f"{key}.npy"
     if cache and path.is_file():
-        try:
-            cached = np.load(path, allow_pickle=False)
-            if cached.ndim == 2 and cached.shape[0] == len(texts):
-                return cached
-        except (ValueError, OSError):
-            pass
-        print(f"genrec: ignoring unreadable embedding cache {path}; recomputing", file=sys.stderr)
+        cached, problem = load_checked_array(path)
+        if problem is None and cached.shape[0] != len(texts):
+            problem = f"{path} has {cached.shape[0]} rows for {len(texts)} texts"
+        if problem is None:
+            return cached
+        print(f"genrec: not using the embedding cache: {problem}; computing it again", file=sys.stderr)
     vectors = _encode(texts, model, batch_size, max_length, normalize, device)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
-        try:
-            np.save(tmp, vectors)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+
+        def write(tmp):
+            with open(tmp, "wb") as handle:  # a handle: np.save would append .npy to the temporary name
+                np.save(handle, vectors)
+
+        save_checked_array(path, write)
     return vectors
 
 
@@ -117,7 +119,7 @@ def _encode(texts: list[str], model: str, batch_size: int, max_length: int, norm
     out = np.empty((len(texts), encoder.config.hidden_size), dtype=np.float32)
     starts = range(0, len(texts), batch_size)
     with torch.inference_mode():
-        for start in tqdm(starts, desc=f"embed {len(texts)} texts", disable=len(starts) < 2):
+        for start in progress(starts, desc=f"embedding {len(texts)} texts", unit="batch", disable=len(starts) < 2):
             rows = order[start:start + batch_size]
             batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
                               return_tensors="pt").to(device)

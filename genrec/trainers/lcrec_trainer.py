@@ -29,6 +29,7 @@ from genrec.data import SPLITS
 from genrec.llm.lora import lora_settings
 from genrec.llm.tasks import TaskData
 from genrec.models.lcrec import LCRec
+from genrec.progress import announce
 from genrec.semantic_ids import ensure_semantic_ids
 from genrec.training import experiment, fit, seed_everything
 
@@ -53,11 +54,11 @@ def train_lcrec(run_dir: str = "runs/lcrec", seed: int = 2020,
     ids = ensure_semantic_ids(semantic_ids, rqvae_config, exp.interactions)
     seed_everything(seed)  # after a possible build, so the model starts the same either way
     model = LCRec()
-    model.attach(ids, init=code_init, item_texts=exp.catalog.texts())
+    model.attach(ids, init=code_init, item_texts=exp.catalog.texts(require_text=True))
     if lora:
         model.enable_lora(lora_settings())
     data = TaskData(exp.split.train, model.item_code_strings, exp.catalog, model.format, seed=seed)
-    print(f"LC-Rec training examples: {data.counts}", file=sys.stderr)
+    announce("LC-Rec", f"training examples {data.counts}")
     info = {**exp.info, "semantic_ids": str(semantic_ids), "semantic_ids_fingerprint": ids.fingerprint,
             "codebook_sizes": ids.codebook_sizes, "task_examples": data.counts,
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}

@@ -123,6 +123,7 @@ def experiment(
     protocol: str = "full",
     mask_history: bool = False,
     eval_batch_size: int = 256,
+    generate_batch_size: int = 32,
     num_negatives: int = 100,
     negatives_seed: int = 0,
     eval_rows: int | None = None,
@@ -142,6 +143,8 @@ def experiment(
             does not mask them for sequential models under full ranking, and a re-consumed item is
             a legitimate target.
         eval_batch_size: users per evaluation batch.
+        generate_batch_size: users per batch of a generative model's evaluation (LC-Rec, TIGER):
+            each user holds K beams, and progress is shown per batch.
         num_negatives: sampled negatives per user for the ``sampled`` protocol.
         negatives_seed: seed of the sampled negatives (fixed so every model sees the same ones).
         eval_rows: evaluate valid and test on a fixed random sample of this many rows each (seeded
@@ -163,7 +166,8 @@ def experiment(
 
     def evaluators_for(name: str) -> dict[str, Evaluator]:
         return {which: Evaluator(rows[which], interactions.num_items, protocol=name, mask_history=mask_history,
-                                 batch_size=eval_batch_size, num_negatives=num_negatives, seed=negatives_seed)
+                                 batch_size=eval_batch_size, num_negatives=num_negatives, seed=negatives_seed,
+                                 generate_batch_size=generate_batch_size, label=f"evaluating {which}")
                 for which in ("valid", "test")}
 
     evaluators = evaluators_for(protocol)

@@ -52,10 +52,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from tqdm.auto import tqdm
 
 from genrec.config import check_all_bindings_used
 from genrec.io import atomic_write_text
+from genrec.progress import progress
 from genrec.training.checkpoint import (load_checkpoint, load_tensors, load_trainable_state, save_checkpoint,
                                         save_tensors, trainable_state_dict)
 from genrec.training.run_folder import RunLog, check_config, finished_metrics, run_folder_lock
@@ -292,7 +292,7 @@ def fit(
             bar.set_postfix(loss=f"{values[-1]:.4f}", epoch=state["epoch"])
 
         t_start = time.perf_counter() - state["train_seconds"] - state["eval_seconds"]
-        bar = tqdm(total=total_steps, initial=state["step"], disable=not main, desc="train", dynamic_ncols=True)
+        bar = progress(total=total_steps, initial=state["step"], disable=not main, desc=f"train {run_dir}", unit="step")
         while not state["done"]:
             sampler.set_epoch(state["epoch"])
             wrapped.train()

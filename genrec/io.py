@@ -12,6 +12,12 @@
 * **Content hashes.** :func:`sha256_file` hashes a file in 1 MiB chunks; :func:`update_file` feeds
   a file into a running digest; :func:`fingerprint` is the sha256 of an object's canonical JSON
   (``sort_keys``), the one way genrec turns settings into a cache key.
+* **Written files, checked when read back.** :func:`file_manifest` records the size, modification
+  time and sha256 of files when they are written; :func:`manifest_problem` says what no longer
+  matches (a missing, truncated or altered file) when they are read back. The sha256 is compared for
+  every file up to :data:`ALWAYS_HASH` bytes and for larger ones whose modification time changed,
+  so a checked read of a large unchanged file costs one ``stat``. :func:`save_checked_array` and
+  :func:`load_checked_array` do this for ``.npy`` caches through a sidecar ``<name>.json``.
 
 Nothing here knows about datasets, models or training; modules above import it, it imports none
 of them.
@@ -28,11 +34,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LockedError", "atomic_path", "atomic_write_bytes", "atomic_write_text", "file_lock", "fingerprint",
-           "sha256_file", "update_file"]
+__all__ = ["LockedError", "atomic_path", "atomic_write_bytes", "atomic_write_text", "file_lock", "file_manifest",
+           "fingerprint", "load_checked_array", "manifest_problem", "save_checked_array", "sha256_file", "update_file"]
 
 CHUNK = 1 << 20
 """Bytes read at a time when hashing or copying files."""
+
+ALWAYS_HASH = 32 << 20
+"""Files up to this size are re-hashed on every checked read; larger ones when their mtime changed."""
 
 
 class LockedError(RuntimeError):
@@ -110,3 +119,77 @@ def sha256_file(path: str | Path) -> str:
 def fingerprint(obj: Any) -> str:
     """Hex sha256 of ``json.dumps(obj, sort_keys=True)``: equal settings give equal keys in any process."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def file_manifest(folder: str | Path, names: list[str]) -> dict[str, list]:
+    """``{name: [size, mtime_ns, sha256]}`` of the files ``folder/name``, as written now."""
+    manifest = {}
+    for name in names:
+        stat = (Path(folder) / name).stat()
+        manifest[name] = [stat.st_size, stat.st_mtime_ns, sha256_file(Path(folder) / name)]
+    return manifest
+
+
+def manifest_problem(folder: str | Path, manifest: Any) -> str | None:
+    """What in ``folder`` no longer matches ``manifest`` (:func:`file_manifest`), or None when all does.
+
+    E.g. ``"data/raw/ml-100k/ml-100k.inter has 1000 bytes, 2 MB were recorded"``: a missing file, another
+    size, or another sha256 (checked for small files always, for large ones when the mtime changed).
+    """
+    if not isinstance(manifest, dict) or not manifest:
+        return f"{folder} has no usable record of its files"
+    for name, record in sorted(manifest.items()):
+        path = Path(folder) / name
+        try:
+            size, mtime_ns, digest = record
+            stat = path.stat()
+        except (TypeError, ValueError):
+            return f"the record of {path} is malformed"
+        except OSError:
+            return f"{path} is missing"
+        if stat.st_size != size:
+            return f"{path} has {stat.st_size} bytes where {size} were written (truncated or replaced)"
+        if (stat.st_size <= ALWAYS_HASH or stat.st_mtime_ns != mtime_ns) and sha256_file(path) != digest:
+            return f"{path} does not match the sha256 recorded when it was written (altered or corrupt)"
+    return None
+
+
+def save_checked_array(path: str | Path, write: Any) -> None:
+    """Writes a ``.npy`` file through ``write(tmp_path)`` and a rename, then its sidecar ``<path>.json``.
+
+    The sidecar records the file's size, mtime and sha256 (:func:`file_manifest`); a reader that finds
+    it missing or disagreeing (:func:`load_checked_array`) rebuilds the cache instead of trusting it.
+    """
+    path = Path(path)
+    sidecar = path.with_name(path.name + ".json")
+    sidecar.unlink(missing_ok=True)  # a kill between the two writes leaves a cache without a record: rebuilt
+    with atomic_path(path) as tmp:
+        write(tmp)
+    atomic_write_text(sidecar, json.dumps({"files": file_manifest(path.parent, [path.name])}) + "\n")
+
+
+def load_checked_array(path: str | Path, shape: tuple[int, ...] | None = None, dtype: str = "float32",
+                       mmap: bool = False) -> tuple[Any, str | None]:
+    """``(array, None)`` for a ``.npy`` written by :func:`save_checked_array` that still matches its
+    record and has ``shape`` (None: any 2-D shape) and ``dtype``; else ``(None, why not)``."""
+    import numpy as np
+
+    path = Path(path)
+    sidecar = path.with_name(path.name + ".json")
+    if not path.is_file():
+        return None, f"{path} does not exist"
+    try:
+        manifest = json.loads(sidecar.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, f"{path} has no readable record {sidecar.name} of its size and sha256"
+    problem = manifest_problem(path.parent, manifest)
+    if problem is not None:
+        return None, problem
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        return None, f"{path} is unreadable ({error})"
+    if array.dtype != np.dtype(dtype) or (array.ndim != 2 if shape is None else array.shape != tuple(shape)):
+        wanted = "2-D" if shape is None else f"shape {tuple(shape)}"
+        return None, f"{path} holds {array.dtype} {array.shape}, expected {dtype} {wanted}"
+    return array, None

@@ -8,7 +8,10 @@ one line per item for text encoders and prompts:
 
 The title comes first (with the year in parentheses when there is a ``year`` field), then every
 other non-empty field in insertion order, labelled with its name (``genres`` -> ``Genres``). An
-item whose fields are all empty is rendered as its raw id, so a text is never empty.
+item whose fields are all empty is rendered as its raw id, so a text is never empty; what feeds
+item text to a model (text embeddings for semantic IDs, the content and LC-Rec encoders) asks for
+``texts(require_text=True)`` instead, which refuses such an item with an error naming it and the
+file its text should come from (:attr:`ItemCatalog.source`).
 :meth:`ItemCatalog.with_field` adds a field from a raw id -> text mapping (e.g. the LLM-written
 descriptions of :mod:`genrec.augment`).
 
@@ -39,10 +42,12 @@ class ItemCatalog:
     Attributes:
         item_ids: Raw item id per item index; ``item_ids[0]`` is the padding ``"[PAD]"``.
         fields: Field name -> one string per item index (``""`` for padding and missing values).
+        source: Where the item text was read from (a file, for messages); ``""`` when unknown.
     """
 
     item_ids: list[str]
     fields: dict[str, list[str]]
+    source: str = ""
 
     def __post_init__(self):
         if not self.item_ids or self.item_ids[0] != PAD:
@@ -85,10 +90,25 @@ class ItemCatalog:
             raise ValueError(f"field {name!r} has values for {len(unknown)} ids that are not catalogue items "
                              f"(e.g. {sorted(unknown)[:3]})")
         column = [""] + [values.get(item, "") for item in self.item_ids[1:]]
-        return ItemCatalog(list(self.item_ids), {**self.fields, name: column})
+        return ItemCatalog(list(self.item_ids), {**self.fields, name: column}, self.source)
 
-    def texts(self) -> list[str]:
-        """Texts of items 1..N; entry ``i - 1`` describes item ``i``."""
+    def texts(self, require_text: bool = False) -> list[str]:
+        """Texts of items 1..N; entry ``i - 1`` describes item ``i``.
+
+        Args:
+            require_text: raise ValueError (naming the item and :attr:`source`) for an item whose
+                fields are all empty, instead of rendering it as its raw id.
+        """
+        if require_text:
+            empty = [item for item in range(1, len(self.item_ids))
+                     if not any(column[item].strip() for column in self.fields.values())]
+            if empty:
+                raw = self.item_ids[empty[0]]
+                where = self.source or "the dataset's item file"
+                fields = ", ".join(self.fields) or "none"
+                raise ValueError(f"item {raw!r} (and {len(empty) - 1} more) has no text: its fields ({fields}) are "
+                                 f"empty or missing in {where}; give every item a title or description there (or "
+                                 "drop those items) before building text embeddings, semantic IDs or LLM prompts")
         return [self.text(item) for item in range(1, len(self.item_ids))]
 
 

@@ -59,7 +59,7 @@ def load_dataset(name: str, *, min_rating: float | None = None, k_core: int | No
                                          min_rating=min_rating, k_core=k_core)
     items = interactions.item_ids
     fields = {field: [""] + [values.get(item, "") for item in items[1:]] for field, values in log.item_fields.items()}
-    return interactions, ItemCatalog(list(items), fields)
+    return interactions, ItemCatalog(list(items), fields, log.item_source)
 
 
 def read_log(name: str, root: Path) -> InteractionLog:
@@ -79,7 +79,7 @@ def _movielens(name: str, title: str, year: str, genres: str) -> Callable[[Path]
     def load(root: Path) -> InteractionLog:
         folder = assets.fetch(name, root)
         fix = f"delete {folder} and re-run to fetch it again"
-        log = read_recbole(folder, name, fix)
+        log = read_recbole(folder, name, fix, complete_lines=False)  # fetch checked the files against their record
         raw = log.item_fields
         if not {title, year, genres} <= raw.keys():
             raise DatasetFileError(folder / f"{name}.item", f"expected columns {title}, {year}, {genres}", fix)

@@ -168,8 +168,10 @@ def read_mind_news(paths: str | Path | Sequence[str | Path]) -> MindNews:
             if news_id not in index:
                 index[news_id] = len(rows) + 1
                 rows.append(values)
+    if not rows:
+        raise DatasetFileError(paths[0], "no news (the file is empty)", _FIX)
     columns = {name: [""] + [row[position] for row in rows] for position, name in enumerate(NEWS_COLUMNS)}
-    catalog = ItemCatalog([PAD, *index], {name: columns[name] for name in TEXT_FIELDS})
+    catalog = ItemCatalog([PAD, *index], {name: columns[name] for name in TEXT_FIELDS}, ", ".join(map(str, paths)))
     return MindNews(catalog, index, columns["url"], columns["title_entities"], columns["abstract_entities"])
 
 

@@ -21,7 +21,11 @@ Formats:
   timestamps are synthesised as 0..n-1 per user.
 
 Items without metadata get empty fields. A missing, unreadable or malformed file raises
-:class:`DatasetFileError` naming the file (and line) and the fix.
+:class:`DatasetFileError` naming the file (and line) and the fix: a header without rows, a row
+with another number of columns than the header, a last line without its newline (a file cut
+short; pinned assets are checked against the record of their extraction instead), a value that
+is not a number, and a timestamp or rating that is not finite (``nan`` would sort last and change
+the test targets).
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ class InteractionLog:
         timestamps: [rows] float64 timestamps.
         ratings: [rows] float64 ratings, or None.
         item_fields: Field name -> raw item id -> text (missing ids mean "").
+        item_source: The file the item fields come from (for messages), ``""`` for none.
     """
 
     name: str
@@ -76,6 +81,7 @@ class InteractionLog:
     timestamps: np.ndarray
     ratings: np.ndarray | None = None
     item_fields: dict[str, dict[str, str]] = field(default_factory=dict)
+    item_source: str = ""
 
 
 @contextlib.contextmanager
@@ -91,12 +97,21 @@ def open_text(path: Path, fix: str) -> Iterator[IO[str]]:
         raise DatasetFileError(path, f"unreadable or corrupt ({error})", fix) from error
 
 
-def read_atomic(path: Path, fix: str) -> dict[str, list[str]]:
-    """Read a RecBole atomic file into columns of raw strings, keyed by field name (type dropped)."""
+def read_atomic(path: Path, fix: str, complete_lines: bool = True) -> dict[str, list[str]]:
+    """Read a RecBole atomic file into columns of raw strings, keyed by field name (type dropped).
+
+    With ``complete_lines``, a last line without its newline is an error (the file was cut short).
+    """
     with open_text(path, fix) as handle:
-        lines = handle.read().splitlines()
+        text = handle.read()
+    lines = text.splitlines()
     if not lines:
         raise DatasetFileError(path, "empty file, expected a 'field:type' header", fix)
+    if len(lines) == 1:
+        raise DatasetFileError(path, "has a header but no rows (a file cut short or written empty)", fix)
+    if complete_lines and not text.endswith("\n"):
+        raise DatasetFileError(path, f"line {len(lines)} ends without a newline, so the file looks cut short "
+                               f"mid-line", f"{fix} (a complete file ends with a newline; add one if it is complete)")
     header = [column.partition(":") for column in lines[0].split("\t")]
     bad = [f"{name}:{kind}" for name, _, kind in header if kind not in _ATOMIC_TYPES]
     if bad:
@@ -114,17 +129,29 @@ def read_atomic(path: Path, fix: str) -> dict[str, list[str]]:
 def floats(path: Path, column: str, values: list[str], fix: str) -> np.ndarray:
     """Parse one column as float64; a bad value names its line (header = line 1)."""
     try:
-        return np.fromiter(map(float, values), dtype=np.float64, count=len(values))
+        parsed = np.fromiter(map(float, values), dtype=np.float64, count=len(values))
     except ValueError:
         number, value = next((n, v) for n, v in enumerate(values, start=2) if not _is_float(v))
         raise DatasetFileError(path, f"column {column!r} has the non-numeric value {value!r} on line {number}",
                                fix) from None
+    finite(path, column, parsed, fix, first_line=2)
+    return parsed
 
 
-def read_recbole(folder: Path, name: str, fix: str) -> InteractionLog:
-    """Read ``<folder>/<name>.inter`` and, when present, ``<folder>/<name>.item``."""
+def finite(path: Path, column: str, values: np.ndarray, fix: str, first_line: int = 1,
+           lines: list[int] | None = None) -> None:
+    """Raise DatasetFileError naming the line of the first non-finite value (``nan``, ``inf``) of a column."""
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        number = lines[bad[0]] if lines is not None else int(bad[0]) + first_line
+        raise DatasetFileError(path, f"column {column!r} has the non-finite value {values[bad[0]]!r} on line "
+                               f"{number} ({len(bad)} such values)", fix)
+
+
+def read_recbole(folder: Path, name: str, fix: str, complete_lines: bool = True) -> InteractionLog:
+    """Read ``<folder>/<name>.inter`` and, when present, ``<folder>/<name>.item`` (see :func:`read_atomic`)."""
     inter_path = folder / f"{name}.inter"
-    columns = read_atomic(inter_path, fix)
+    columns = read_atomic(inter_path, fix, complete_lines)
     missing = [column for column in ("user_id", "item_id") if column not in columns]
     if missing:
         raise DatasetFileError(inter_path, f"no column(s) {missing} (has {list(columns)})", fix)
@@ -133,12 +160,13 @@ def read_recbole(folder: Path, name: str, fix: str) -> InteractionLog:
                   else np.arange(rows, dtype=np.float64))
     ratings = floats(inter_path, "rating", columns["rating"], fix) if "rating" in columns else None
     item_path = folder / f"{name}.item"
-    item_fields = _atomic_item_fields(item_path, fix) if item_path.exists() else {}
-    return InteractionLog(name, columns["user_id"], columns["item_id"], timestamps, ratings, item_fields)
+    item_fields = _atomic_item_fields(item_path, fix, complete_lines) if item_path.exists() else {}
+    return InteractionLog(name, columns["user_id"], columns["item_id"], timestamps, ratings, item_fields,
+                          str(item_path))
 
 
-def _atomic_item_fields(path: Path, fix: str) -> dict[str, dict[str, str]]:
-    columns = read_atomic(path, fix)
+def _atomic_item_fields(path: Path, fix: str, complete_lines: bool) -> dict[str, dict[str, str]]:
+    columns = read_atomic(path, fix, complete_lines)
     if "item_id" not in columns:
         raise DatasetFileError(path, f"no column 'item_id' (has {list(columns)})", fix)
     ids = columns.pop("item_id")
@@ -147,7 +175,7 @@ def _atomic_item_fields(path: Path, fix: str) -> dict[str, dict[str, str]]:
 
 def read_amazon(reviews_path: Path, meta_path: Path, name: str) -> InteractionLog:
     """Read an Amazon 2014 5-core review file and the metadata of the items it mentions."""
-    users, items, ratings, timestamps = [], [], [], []
+    users, items, ratings, timestamps, lines = [], [], [], [], []
     fix = f"download it again from {AMAZON_URL}{reviews_path.name}"
     with open_text(reviews_path, fix) as handle:
         for number, line in enumerate(handle, start=1):
@@ -159,11 +187,15 @@ def read_amazon(reviews_path: Path, meta_path: Path, name: str) -> InteractionLo
                 items.append(review["asin"])
                 ratings.append(float(review["overall"]))
                 timestamps.append(float(review["unixReviewTime"]))
+                lines.append(number)
             except (ValueError, KeyError, TypeError) as error:
                 raise DatasetFileError(reviews_path, f"line {number} is not a review record with reviewerID, "
                                        f"asin, overall and unixReviewTime ({error!r})", fix) from None
+    timestamps, ratings = np.array(timestamps, dtype=np.float64), np.array(ratings, dtype=np.float64)
+    finite(reviews_path, "unixReviewTime", timestamps, fix, lines=lines)
+    finite(reviews_path, "overall", ratings, fix, lines=lines)
     meta = _amazon_meta(meta_path, set(items))
-    return InteractionLog(name, users, items, np.array(timestamps), np.array(ratings), meta)
+    return InteractionLog(name, users, items, timestamps, ratings, meta, str(meta_path))
 
 
 def _amazon_meta(path: Path, wanted: set[str]) -> dict[str, dict[str, str]]:
@@ -211,7 +243,8 @@ def read_recai(folder: Path, name: str) -> InteractionLog:
             timestamps += range(len(sequence))
     titles = _recai_titles(folder / "metadata.json", fix)
     return InteractionLog(name, users, items, np.array(timestamps, dtype=np.float64), None,
-                          {"title": {item: titles[item] for item in set(items) if item in titles}})
+                          {"title": {item: titles[item] for item in set(items) if item in titles}},
+                          str(folder / "metadata.json"))
 
 
 def _recai_titles(path: Path, fix: str) -> dict[str, str]:

@@ -9,7 +9,9 @@
   transformers' GGUF support (the ``gguf`` package), which dequantises it to fp32, and saves an
   ordinary safetensors checkpoint plus tokenizer under ``<data dir>/cache/llm/<name>-<sha>/``
   (written to a temporary folder and renamed, under a file lock, so concurrent processes and
-  interruptions never leave half a model). Every later use loads that folder like any model.
+  interruptions never leave half a model). Every later use loads that folder like any model, once its
+  files match the record written with them (``.record.json``: size, mtime, sha256); a folder that no
+  longer matches (a truncated or altered file) is converted again, with a message naming the file.
 * a local folder or hub id is passed to ``from_pretrained`` unchanged (nothing is downloaded by
   default: hub ids need network and ``HF_HUB_OFFLINE`` unset).
 
@@ -29,7 +31,7 @@ from pathlib import Path
 import torch
 
 from genrec import assets
-from genrec.io import file_lock, fingerprint
+from genrec.io import atomic_write_text, file_lock, file_manifest, fingerprint, manifest_problem
 
 __all__ = ["BUNDLED_LLM", "convert_gguf", "load_causal_lm", "load_tokenizer", "resolve_llm", "tiny_causal_lm"]
 
@@ -68,13 +70,31 @@ def conversion_folder(asset: assets.Asset, root: str | Path | None = None) -> Pa
     return root / "cache" / "llm" / f"{asset.name}-{asset.sha256[:12]}-{key}"
 
 
-def _is_converted(folder: Path, producer: dict) -> bool:
-    """Whether ``folder`` holds a complete conversion whose marker records exactly ``producer``."""
-    marker = folder / assets.MARKER
+RECORD = ".record.json"
+"""File in a converted folder recording each file's size, mtime and sha256 (:func:`genrec.io.file_manifest`)."""
+
+
+def _is_converted(folder: Path, producer: dict, quiet: bool = True) -> bool:
+    """Whether ``folder`` holds a complete conversion whose marker records exactly ``producer`` and whose
+    files still match :data:`RECORD` (a folder converted before records existed gets one of its files as found)."""
+    marker, record = folder / assets.MARKER, folder / RECORD
     try:
-        return json.loads(marker.read_text()) == producer
+        if json.loads(marker.read_text()) != producer:
+            return False
     except (OSError, ValueError):
         return False
+    if not record.is_file():
+        names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name not in (assets.MARKER, RECORD))
+        atomic_write_text(record, json.dumps(file_manifest(folder, names)) + "\n")
+        return True
+    try:
+        problem = manifest_problem(folder, json.loads(record.read_text()))
+    except (OSError, ValueError):
+        problem = f"{record} is unreadable"
+    if problem is not None and not quiet:
+        print(f"genrec: the converted model does not match its record: {problem}; converting it again",
+              file=sys.stderr)
+    return problem is None
 
 
 def gguf_special_tokens(path: str | Path) -> dict[str, tuple[int, str]]:
@@ -120,7 +140,7 @@ def convert_gguf(asset: assets.Asset, root: str | Path | None = None) -> Path:
     source = assets.fetch(asset, root)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(dest.parent / f".{dest.name}.lock"):
-        if _is_converted(dest, producer):
+        if _is_converted(dest, producer, quiet=False):
             return dest
         gguf = asset.files[0]
         print(f"genrec: converting {asset.name} ({gguf}) to safetensors in {dest} (once per transformers "
@@ -128,6 +148,8 @@ def convert_gguf(asset: assets.Asset, root: str | Path | None = None) -> Path:
         work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
         try:
             _convert(source, gguf, work / "model", asset.name)
+            names = sorted(p.name for p in (work / "model").iterdir() if p.is_file())
+            (work / "model" / RECORD).write_text(json.dumps(file_manifest(work / "model", names)) + "\n")
             (work / "model" / assets.MARKER).write_text(json.dumps(producer, sort_keys=True) + "\n")
             if dest.exists():
                 shutil.rmtree(dest)

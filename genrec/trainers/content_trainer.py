@@ -38,7 +38,7 @@ def train_content(run_dir: str = "runs/content", seed: int = 2020) -> dict:
     """
     seed_everything(seed)
     exp = experiment()
-    model = ContentRecommender(texts=exp.catalog.texts())
+    model = ContentRecommender(texts=exp.catalog.texts(require_text=True))
     model.set_item_ids(exp.interactions.item_ids)
     examples = history_examples(exp.split.train, model.max_history)
     info = {**exp.info, "training_examples": len(examples),

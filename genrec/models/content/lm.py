@@ -17,6 +17,9 @@ pretrained LM and read the hidden states after the frozen layers from a cache. H
   bundled model's pinned sha256; a folder's file names, sizes and mtimes; a hub id's name), ``k``,
   every item text and the token-id matrix, so a changed model, layer, text or tokenisation never
   reads a stale file (Legommenders' cache is keyed by data name, LM and layer only: its issue #20).
+  A sidecar ``<key>.npy.json`` records the file's size and sha256 (:func:`genrec.io.save_checked_array`):
+  a cache that no longer matches it, cannot be read or has another shape is rebuilt, with a message
+  naming the file, never used.
   Training and evaluation then run only the top ``L - k`` layers: the cached states are fed into
   layer k by a forward pre-hook, so the model's own code (masks, rotary positions, final norm) runs
   unchanged. With ``layer_cache = False`` the frozen layers run on every call instead (the naive
@@ -29,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -39,7 +41,7 @@ import torch
 from torch import nn
 
 from genrec import assets
-from genrec.io import file_lock
+from genrec.io import file_lock, load_checked_array, save_checked_array
 from genrec.llm.lora import apply_lora
 from genrec.llm.pretrained import resolve_llm
 from genrec.models.content.content_ops import ContentOperator
@@ -229,7 +231,7 @@ class PretrainedLMContent(ContentOperator):
         starts = range(0, shape[0], batch_size)
         with torch.inference_mode():
             for start in progress(starts, unit="batch", desc=f"caching {self.path} layers 0..{self.frozen_layers - 1}",
-                              disable=len(starts) < 2):
+                          disable=len(starts) < 2):
                 items = torch.arange(start, min(start + batch_size, shape[0]))
                 states = self.lower_states(items).cpu().numpy()  # [n, t, H], t <= T; the rest stays 0
                 out[start:start + len(items), :states.shape[1]] = states

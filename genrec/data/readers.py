@@ -144,7 +144,7 @@ def finite(path: Path, column: str, values: np.ndarray, fix: str, first_line: in
     bad = np.flatnonzero(~np.isfinite(values))
     if len(bad):
         number = lines[bad[0]] if lines is not None else int(bad[0]) + first_line
-        raise DatasetFileError(path, f"column {column!r} has the non-finite value {values[bad[0]]!r} on line "
+        raise DatasetFileError(path, f"column {column!r} has the non-finite value {float(values[bad[0]])!r} on line "
                                f"{number} ({len(bad)} such values)", fix)
 
 

@@ -121,6 +121,9 @@ class Recommender(nn.Module):
             users: raw user ids, one per history, for models that know users; ``None`` otherwise.
         """
         histories = as_histories(histories)
+        if not histories:
+            raise ValueError("recommend got no histories; give one list of item ids per user, e.g. "
+                             "recommend([['1', '50']], k=10)")
         indices = []
         for b, history in enumerate(histories):
             if isinstance(history, (str, bytes)) or len(history) == 0:

@@ -346,6 +346,9 @@ class CLLM4Rec(Recommender):
             raise ValueError("recommend needs histories of item ids, user ids, or both")
         histories = [None] * len(users) if histories is None else as_histories(histories)
         if users is not None and len(users) != len(histories):
+        if not histories:
+            raise ValueError("recommend got no histories and no users; give one list of item ids or one known user "
+                             "per recommendation list")
             raise ValueError(f"{len(users)} users for {len(histories)} histories; give one user per history")
         rows = [-1 if users is None or users[b] is None else self.user_index(users[b]) for b in range(len(histories))]
         indices = []

@@ -25,7 +25,10 @@ Differences from the original code, on purpose:
 
 A saved model (:meth:`save_pretrained`) is one folder: ``lcrec.json`` (settings), ``semantic_ids.json``,
 and ``llm/`` (the fine-tuned LLM and its tokenizer, or the LoRA adapter over the named base);
-:meth:`from_pretrained` rebuilds it through the constructor and :meth:`attach`.
+:meth:`from_pretrained` rebuilds it through the constructor and :meth:`attach`. ``lcrec.json``
+records the catalogue the model was saved with (item count and a sha256 of the item ids, codes and
+codebook sizes), so a ``semantic_ids.json`` that lacks an item or disagrees with the model is
+refused, never decoded into other items.
 
 Shapes: B batch, K beams, L prompt length, C code levels, V vocabulary, N items.
 """
@@ -44,13 +47,13 @@ import numpy as np
 import torch
 
 from genrec.decoding import DECODERS, PrefixTrie, decode_items
-from genrec.io import atomic_write_text
+from genrec.io import atomic_write_text, fingerprint
 from genrec.llm.finetune import causal_lm_loss
 from genrec.llm.lora import apply_lora, lora_settings
 from genrec.llm.pretrained import BUNDLED_LLM, load_causal_lm, load_tokenizer
 from genrec.llm.tasks import PromptFormat, seqrec_instruction
 from genrec.models.base import Recommender
-from genrec.semantic_ids import SemanticIDs, level_token_starts
+from genrec.semantic_ids import SemanticIDs, SemanticIDsError, level_token_starts
 
 __all__ = ["LCRec", "code_token"]
 
@@ -334,8 +337,9 @@ class LCRec(Recommender):
     def recommend_indices(self, histories: Sequence[np.ndarray], k: int = 10, users: np.ndarray | None = None,
                           method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k item indices [B, k] and scores [B, k] for histories of item indices (``users`` unused)."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        self._require_items()
+        if not 1 <= k <= self.semantic_ids.num_items:
+            raise ValueError(f"k must be in 1..{self.semantic_ids.num_items} (the number of items), got {k}")
         prompts = self.prompts(histories)
         items, scores = self.generate(**prompts, num_beams=max(k, self.settings["num_beams"]), method=method)
         return items[:, :k], scores[:, :k].float()
@@ -353,7 +357,8 @@ class LCRec(Recommender):
         self.llm.save_pretrained(tmp / "llm")
         self.tokenizer.save_pretrained(tmp / "llm")
         self.semantic_ids.save(tmp / "semantic_ids.json")
-        atomic_write_text(tmp / SETTINGS, json.dumps(self.settings, indent=2) + "\n")
+        record = {**self.settings, "catalogue": catalogue_record(self.semantic_ids)}
+        atomic_write_text(tmp / SETTINGS, json.dumps(record, indent=2) + "\n")
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -366,7 +371,19 @@ class LCRec(Recommender):
             reason = "does not exist" if not folder.exists() else f"has no {SETTINGS}"
             raise FileNotFoundError(f"{folder} is not a saved LCRec (it {reason}); save one with save_pretrained, "
                                     "e.g. the model/ folder of an LC-Rec run")
-        settings = json.loads((folder / SETTINGS).read_text())
+        try:
+            settings = json.loads((folder / SETTINGS).read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            settings = f"not JSON ({err})"
+        if not isinstance(settings, dict) or "pretrained_path" not in settings:
+            raise ValueError(f"{folder / SETTINGS} is corrupt ({str(settings)[:80]}); save the model again "
+                             "(save_pretrained) or re-run the LC-Rec trainer that wrote it")
+        semantic_ids = SemanticIDs.read(folder / "semantic_ids.json")
+        recorded, found = settings.get("catalogue"), catalogue_record(semantic_ids)
+        if recorded is not None and recorded != found:
+            raise SemanticIDsError(f"{folder / 'semantic_ids.json'} has {found['items']} items (sha256 "
+                                   f"{found['sha256'][:12]}), but the model was saved with {recorded}: an item is "
+                                   "missing or its codes differ; restore the semantic_ids.json saved with this model")
         lora, base = settings.get("lora"), settings["pretrained_path"]
         init = {key: settings[key] for key in ("dtype", "system_prompt", "max_length", "max_history", "num_beams",
                                                "decoder")}
@@ -376,6 +393,12 @@ class LCRec(Recommender):
         model.settings.update(pretrained_path=base, lora=lora)
         model.attach(SemanticIDs.read(folder / "semantic_ids.json"))
         return model.eval()
+
+
+def catalogue_record(semantic_ids: SemanticIDs) -> dict:
+    """``{"items": N, "sha256": ...}`` over the item ids, codes and codebook sizes (what decoding maps to)."""
+    return {"items": semantic_ids.num_items,
+            "sha256": fingerprint([semantic_ids.item_ids, semantic_ids.codes.tolist(), semantic_ids.codebook_sizes])}
 
 
 def _listed(targets):

@@ -2,17 +2,33 @@
 
 Every trainer is run the same way::
 
-    python genrec/trainers/<name>_trainer.py FILE.gin [FILE.gin ...] [--split NAME]
+    python genrec/trainers/<name>_trainer.py FILE.gin [FILE.gin ...] [--split NAME] [--eval-split NAME]
         [--gin "binding"]... [--run-dir DIR]
 
-Files are parsed in order, then the ``--gin`` bindings (later wins). ``--split`` and ``--run-dir`` are
-turned into bindings (``experiment.split``, shared by every trainer, and ``<entry>.run_dir``), so the
-operative config written into the run folder records them too.
+Files are parsed in order, then the ``--gin`` bindings (later wins). ``--split``, ``--eval-split`` and
+``--run-dir`` are turned into bindings, so the operative config written into the run folder records
+them too.
+
+``--split NAME`` (the convention of phonism/genrec: ``--split beauty``):
+
+* an evaluation split (``loo``, ``ratio``: ``genrec.data.SPLITS``) binds ``experiment.split``, as
+  ``--eval-split NAME`` does;
+* otherwise an Amazon 2014 category, by short name (``beauty``, ``sports``, ``toys``,
+  ``instruments``, ... :data:`genrec.data.amazon.AMAZON_CATEGORIES`) or file name (``Beauty``),
+  binds the macro ``SPLIT`` of a config that has one (``config/lcrec/amazon/*.gin``,
+  ``config/tiger/amazon.gin``, ``config/sasrec/amazon.gin``, ``config/rqvae/amazon.gin``). Such a
+  config binds ``SPLIT = "beauty"`` (its default) and writes ``{split}`` inside strings
+  (``experiment.dataset = "amazon:{split}"``, semantic-ID paths); after the files and bindings are
+  parsed, every bound string's ``{split}`` becomes the value of ``SPLIT``, in included files and
+  ``--gin`` bindings too, and the default run folder gains it as a last part
+  (``runs/lcrec/amazon/lcrec/beauty``). An RQ-VAE config built from inside a model trainer
+  (:func:`isolated_config`) gets the trainer's ``SPLIT``;
+* any other value is an error that lists both kinds.
 
 Strictness (STYLE.md, lesson 2):
 
 * a malformed file or binding raises :class:`ConfigError` naming the file (or binding) and line;
-* an unknown ``--split`` lists the valid ones;
+* an unknown ``--split`` lists the valid ones; a category for a config without ``SPLIT`` says so;
 * a binding that nothing uses is an error: :func:`check_all_bindings_used` compares what was bound
   with gin's operative config (what configurables actually received). The training loop calls it
   once everything has been built, so a typo'd or dead binding never silently changes nothing.
@@ -23,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import tokenize
 from pathlib import Path
@@ -30,8 +47,8 @@ from typing import Callable, Iterator, Sequence
 
 import gin
 
-__all__ = ["REPO", "ConfigError", "check_all_bindings_used", "config_path", "default_run_dir", "isolated_config",
-           "parse_args", "parse_gin", "run"]
+__all__ = ["REPO", "ConfigError", "bound_split", "check_all_bindings_used", "config_path", "default_run_dir",
+           "isolated_config", "parse_args", "parse_gin", "run"]
 
 
 class ConfigError(ValueError):
@@ -53,11 +70,20 @@ def parse_args(argv: Sequence[str] | None, prog: str, splits: Sequence[str]) -> 
     Args:
         argv: arguments without the program name (``None``: ``sys.argv[1:]``).
         prog: program name shown in ``--help``.
-        splits: valid ``--split`` names.
+        splits: valid evaluation split names (``--eval-split``, or ``--split`` when not a category).
+
+    Returns:
+        The arguments, with ``eval_split`` (an evaluation split or None) and ``category`` (the short
+        name of an Amazon category, or None) resolved from ``--split`` and ``--eval-split``.
     """
+    from genrec.data.amazon import AMAZON_CATEGORIES, short_name
+
     parser = argparse.ArgumentParser(prog=prog, description="Train and evaluate with gin config files.")
     parser.add_argument("configs", nargs="+", metavar="FILE.gin", help="gin files, parsed in order")
-    parser.add_argument("--split", default=None, help=f"data split, one of: {', '.join(splits)}")
+    parser.add_argument("--split", default=None,
+                        help="an Amazon 2014 category for configs with a SPLIT macro "
+                             f"({', '.join(AMAZON_CATEGORIES)}), or an evaluation split ({', '.join(splits)})")
+    parser.add_argument("--eval-split", default=None, help=f"evaluation split, one of: {', '.join(splits)}")
     parser.add_argument("--gin", action="append", default=[], metavar="BINDING",
                         help='extra binding, e.g. --gin "fit.max_epochs = 3" (repeatable)')
     parser.add_argument("--run-dir", default=None, help="run folder (default: runs/<model>/<config name>)")
@@ -65,8 +91,19 @@ def parse_args(argv: Sequence[str] | None, prog: str, splits: Sequence[str]) -> 
                         help="torch CPU threads (default: torch's, one per core; on a machine shared with other "
                              "jobs 1 is often several times faster; results are identical for a given count)")
     args = parser.parse_args(argv)
-    if args.split is not None and args.split not in splits:
-        raise ConfigError(f"unknown --split {args.split!r}; valid splits are: {', '.join(splits)}")
+    args.category = None
+    if args.eval_split is not None and args.eval_split not in splits:
+        raise ConfigError(f"unknown --eval-split {args.eval_split!r}; valid splits are: {', '.join(splits)}")
+    if args.split is not None and args.split in splits:
+        if args.eval_split not in (None, args.split):
+            raise ConfigError(f"--split {args.split} and --eval-split {args.eval_split} disagree; give one of them")
+        args.eval_split = args.split
+    elif args.split is not None:
+        args.category = short_name(args.split)
+        if args.category is None:
+            raise ConfigError(f"unknown --split {args.split!r}; valid splits are: {', '.join(splits)} (the "
+                              "evaluation split, also --eval-split), or an Amazon 2014 category for the configs "
+                              f"with a SPLIT macro: {', '.join(AMAZON_CATEGORIES)}")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     return args
@@ -116,11 +153,18 @@ def _search_repository_for_includes() -> None:
             state._FILE_READERS[i] = (reader, safe)
 
 
-def parse_gin(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> None:
-    """Parses gin files, then bindings; raises :class:`ConfigError` that names what failed.
+def parse_gin(files: Sequence[str | Path], bindings: Sequence[str] = (), split: str | None = None) -> None:
+    """Parses gin files, then ``SPLIT = split``, then bindings, then fills ``{split}`` placeholders;
+    raises :class:`ConfigError` that names what failed.
 
     Each file is parsed on its own so that a failure names it even when gin does not (tokenizer
     errors). Files are parsed relative to the current directory, as are their ``include`` lines.
+
+    Args:
+        files: gin files, parsed in order.
+        bindings: gin bindings parsed after them.
+        split: a dataset category for the files' ``SPLIT`` macro (the module docstring); an error when
+            the files bind no ``SPLIT``.
     """
     gin.clear_config()
     _search_repository_for_includes()
@@ -132,11 +176,51 @@ def parse_gin(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> None
             gin.parse_config_file(str(path))
         except Exception as err:  # gin raises ValueError, TokenError, SyntaxError, ...
             raise ConfigError(_format_gin_error(f"file {path}", err)) from err
+    if split is not None:
+        if bound_split() is None:
+            raise ConfigError(
+                f"--split {split} names a dataset category, but {', '.join(map(str, files)) or 'no config'} "
+                f"{'binds' if len(files) == 1 else 'bind'} no SPLIT macro to "
+                "choose it with (the Amazon configs do: config/lcrec/amazon/{rqvae,lcrec,lcrec_debug}.gin, "
+                "config/tiger/amazon.gin, config/sasrec/amazon.gin, config/rqvae/amazon.gin); to choose the "
+                "evaluation split, use --eval-split loo|ratio")
+        gin.parse_config(f"SPLIT = {split!r}")
     for binding in bindings:
         try:
             gin.parse_config(binding)
         except Exception as err:
             raise ConfigError(_format_gin_error(f"binding {binding!r}", err)) from err
+    _fill_split_placeholders()
+
+
+def bound_split() -> str | None:
+    """The value of the ``SPLIT`` macro in the current configuration, or None when it is unbound."""
+    try:
+        value = gin.query_parameter("%SPLIT")
+    except ValueError:
+        return None
+    return str(value)
+
+
+def _fill_split_placeholders() -> None:
+    """Replaces ``{split}`` in every bound string (nested in lists, tuples and dicts too) by ``SPLIT``."""
+    split = bound_split()
+
+    def fill(value, where):
+        if isinstance(value, str) and "{split}" in value:
+            if split is None:
+                raise ConfigError(f"{where} = {value!r} holds the placeholder {{split}}, but nothing binds the "
+                                  'SPLIT macro; add SPLIT = "beauty" to the config or pass --split CATEGORY')
+            return value.replace("{split}", split)
+        if isinstance(value, (list, tuple)):
+            return type(value)(fill(item, where) for item in value)
+        if isinstance(value, dict):
+            return {key: fill(item, where) for key, item in value.items()}
+        return value
+
+    for (scope, selector), params in gin.config._CONFIG.items():  # gin has no public accessor
+        for param, value in params.items():
+            params[param] = fill(value, f"{scope}/{selector}.{param}" if scope else f"{selector}.{param}")
 
 
 @contextlib.contextmanager
@@ -147,13 +231,16 @@ def isolated_config(files: Sequence[str | Path], bindings: Sequence[str] = ()) -
     One process can so run a second entry point with its own config file, e.g. a model trainer that
     builds missing semantic IDs with an RQ-VAE config (:func:`genrec.semantic_ids.build_semantic_ids`)
     whose ``fit.*`` bindings must not mix with the model's.
+    When the caller binds ``SPLIT`` (``--split beauty``), so does the block's configuration (before
+    ``bindings``), so an RQ-VAE config with a ``{split}`` placeholder builds the trainer's category.
     """
+    split = bound_split()  # the caller's dataset category reaches a config that chooses one
     state = gin.config  # gin has no public way to save and restore a configuration
     saved = ({key: dict(params) for key, params in state._CONFIG.items()},
              {key: dict(params) for key, params in state._OPERATIVE_CONFIG.items()},
              set(state._IMPORTS), dict(state._SINGLETONS))
     try:
-        parse_gin(files, bindings)
+        parse_gin(files, ([f"SPLIT = {split!r}"] if split is not None else []) + list(bindings))
         yield
     finally:
         gin.clear_config()
@@ -188,13 +275,17 @@ def check_all_bindings_used() -> None:
         )
 
 
-def default_run_dir(config: str | Path) -> Path:
-    """``config/sasrec/ml100k_debug.gin`` -> ``runs/sasrec/ml100k_debug``."""
+def default_run_dir(config: str | Path, split: str | None = None) -> Path:
+    """``config/sasrec/ml100k_debug.gin`` -> ``runs/sasrec/ml100k_debug``; with a dataset category
+    (``SPLIT``), ``config/sasrec/amazon.gin`` -> ``runs/sasrec/amazon/beauty``."""
     path = Path(config)
     parts = path.with_suffix("").parts
     if "config" in parts:
         parts = parts[parts.index("config") + 1:]
-    return Path("runs", *parts[-3:])
+    return Path("runs", *parts[-3:], *([split] if split else []))
+
+
+_GIN_CALL_NOTE = re.compile(r"^\s+In call to configurable '")
 
 
 def run(entry: Callable, splits: Sequence[str], argv: Sequence[str] | None = None):
@@ -217,17 +308,22 @@ def run(entry: Callable, splits: Sequence[str], argv: Sequence[str] | None = Non
         raise SystemExit(2) from None
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.configs[-1])
     bindings = [f"{name}.run_dir = {str(run_dir)!r}"]
-    if args.split is not None:
-        bindings.append(f"experiment.split = {args.split!r}")
+    if args.eval_split is not None:
+        bindings.append(f"experiment.split = {args.eval_split!r}")
     if args.threads is not None:
         import torch
 
         torch.set_num_threads(args.threads)
     try:
-        parse_gin(args.configs, bindings + list(args.gin))
+        parse_gin(args.configs, bindings + list(args.gin), split=args.category)
+        split = bound_split()
+        if not args.run_dir and split is not None and gin.query_parameter(f"{name}.run_dir") == str(run_dir):
+            gin.bind_parameter(f"{name}.run_dir", str(default_run_dir(args.configs[-1], split)))
         return entry()
     except _user_errors() as err:
         if os.environ.get("GENREC_DEBUG"):
             raise
-        print(f"error: {err}\n(set GENREC_DEBUG=1 for the traceback)", file=sys.stderr)
+        # gin appends "  In call to configurable ..." lines to the message: the traceback says that
+        message = "\n".join(line for line in str(err).splitlines() if not _GIN_CALL_NOTE.match(line))
+        print(f"error: {message}\n(set GENREC_DEBUG=1 for the traceback)", file=sys.stderr)
         raise SystemExit(2) from None

@@ -100,6 +100,7 @@ def clean_gin(monkeypatch):
 
 def test_shipped_configs_are_the_expected_ones():
     assert [path.name for path in SHIPPED] == [
+        "amazon.gin",
         "amazon_instruments.gin",
         "ml100k.gin",
         "ml100k_debug.gin",

@@ -6,7 +6,9 @@
   by :mod:`genrec.assets` into ``<root>/raw/<name>/``;
 - ``"<scheme>:<argument>"`` with a scheme of :data:`SCHEMES`:
   ``amazon:<folder>`` (a folder holding one ``reviews_<Category>_5.json.gz`` and its
-  ``meta_<Category>.json.gz``) or ``amazon:<Category>`` (those files in ``<root>/raw/amazon/``),
+  ``meta_<Category>.json.gz``), ``amazon:<folder>/<category>`` (that category's files in a folder
+  holding several) or ``amazon:<category>`` (those files in ``<root>/raw/amazon/``); a category by
+  its short name (``beauty``, :data:`genrec.data.amazon.AMAZON_CATEGORIES`) or file name (``Beauty``),
   ``recai:<folder>`` (``metadata.json`` + ``sequential_data.txt``) and ``recbole:<folder>``
   (RecBole atomic files ``<folder>/<folder name>.inter`` and ``.item``).
 
@@ -28,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from genrec import assets
+from genrec.data.amazon import category_file_name, expected_files, short_name
 from genrec.data.catalog import ItemCatalog, restore_article
 from genrec.data.interactions import Interactions
 from genrec.data.readers import AMAZON_URL, DatasetFileError, InteractionLog, read_amazon, read_recai, read_recbole
@@ -104,25 +107,33 @@ def _clean_movie(title: str, year: str) -> tuple[str, str]:
 
 
 def _amazon(argument: str, root: Path) -> InteractionLog:
-    """``amazon:<folder>`` or ``amazon:<Category>`` (files in ``<root>/raw/amazon/``)."""
+    """``amazon:<folder>``, ``amazon:<folder>/<category>`` or ``amazon:<category>`` (files in
+    ``<root>/raw/amazon/``); a category by short name (``beauty``) or file name (``Beauty``)."""
     folder = Path(argument).expanduser()
     if folder.is_dir():
         found = sorted(folder.glob("reviews_*_5.json.gz"))
         if len(found) != 1:
             names = [path.name for path in found]
             raise DatasetFileError(folder, f"expected one reviews_<Category>_5.json.gz, found {names}",
-                                   f"download one category from {AMAZON_URL}, or name the category: amazon:<Category>")
+                                   f"download one category from {AMAZON_URL}, or name the category: "
+                                   f"amazon:{argument.rstrip('/')}/<category>")
         category = found[0].name[len("reviews_"):-len("_5.json.gz")]
     elif "/" in argument or argument.startswith((".", "~")):
-        raise DatasetFileError(folder, "folder not found", "give a folder holding the Amazon files, or a Category "
-                               f"name whose files are in {root / 'raw' / 'amazon'}")
+        named = short_name(folder.name) is not None or expected_files(folder.name, folder.parent)[0].is_file()
+        if not (folder.parent.is_dir() and named):
+            raise DatasetFileError(folder, "folder not found", "give a folder holding the Amazon files, "
+                                   "<folder>/<category> (e.g. data/amazon/beauty), or a category name whose files "
+                                   f"are in {root / 'raw' / 'amazon'}")
+        category, folder = category_file_name(folder.name), folder.parent
     else:
-        category, folder = argument, root / "raw" / "amazon"
-    reviews, meta = folder / f"reviews_{category}_5.json.gz", folder / f"meta_{category}.json.gz"
-    for path in (reviews, meta):
-        if not path.is_file():
-            raise DatasetFileError(path, "file not found", f"download {AMAZON_URL}{path.name} into {folder} "
-                                   "(Amazon review data 2014, 5-core reviews and metadata)")
+        category, folder = category_file_name(argument), root / "raw" / "amazon"
+    reviews, meta = expected_files(category, folder)
+    missing = [path for path in (reviews, meta) if not path.is_file()]
+    if missing:
+        urls = " and ".join(AMAZON_URL + path.name for path in missing)
+        raise DatasetFileError(missing[0], "file not found", f"download {urls} into {folder} "
+                               f"(Amazon review data 2014: {category} needs {reviews.name} and "
+                               f"{meta.name}), or name the folder that holds them: amazon:<folder>/<category>")
     return read_amazon(reviews, meta, f"amazon-{category}")
 
 

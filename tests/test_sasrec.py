@@ -66,6 +66,20 @@ def test_follows_the_recommender_contract():
     assert pop.recommend_indices([np.array([1])], k=2)[0].tolist() == [[2, 1]]
 
 
+def test_save_and_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = SASRec(num_items=6, max_history=4, hidden_size=8, num_heads=2, inner_size=16).eval()
+    with pytest.raises(ValueError, match="set_item_ids"):
+        model.save_pretrained(tmp_path / "model")
+    model.set_item_ids(["[PAD]", "a", "b", "c", "d", "e", "f"])
+    model.save_pretrained(tmp_path / "model")
+    loaded = SASRec.from_pretrained(tmp_path / "model")
+    assert not loaded.training and loaded.settings == model.settings and loaded.item_ids == model.item_ids
+    assert loaded.recommend([["a", "b"]], k=3) == model.recommend([["a", "b"]], k=3)
+    with pytest.raises(FileNotFoundError, match="not a saved SASRec"):
+        SASRec.from_pretrained(tmp_path / "nothing")
+
+
 def _run(run_dir, extra=(), **popen):
     return subprocess.Popen(TRAINER + SHORT + ["--run-dir", str(run_dir), *extra], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
@@ -92,6 +106,9 @@ def test_short_real_run_beats_most_popular(tmp_path):
     pop = MostPopular(exp.split.train, exp.num_items)
     pop_test = exp.evaluators["test"](lambda users, histories: pop.score(histories))
     assert metrics["test"]["ndcg@10"] > pop_test["ndcg@10"], (metrics["test"], pop_test)
+    served = SASRec.from_pretrained(tmp_path / "run" / "model")  # the best weights, as evaluated on test
+    served_test = exp.evaluators["test"](lambda users, histories: served.score(histories))
+    assert served_test["ndcg@10"] == pytest.approx(metrics["test"]["ndcg@10"], abs=1e-6)
 
 
 @pytest.mark.slow

@@ -16,7 +16,8 @@ Inputs are left-padded with item 0, so the most recent item is always at positio
 its positional embedding between training windows and evaluation histories.
 
 The model follows :class:`genrec.models.base.Recommender`: ``score(histories)`` scores every item
-after each history (users are not modelled, ``users`` is ignored).
+after each history (users are not modelled, ``users`` is ignored). ``save_pretrained(folder)`` writes
+one safetensors file (weights; settings and raw item ids as metadata) that ``from_pretrained`` reads.
 
 Shapes: B batch, L sequence length (``max_history``), D hidden size, N number of items.
 """
@@ -24,6 +25,7 @@ Shapes: B batch, L sequence length (``max_history``), D hidden size, N number of
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import gin
 import numpy as np
@@ -33,8 +35,11 @@ from torch import nn
 
 from genrec.data.padding import left_pad
 from genrec.models.base import Recommender
+from genrec.training.checkpoint import load_tensors, save_tensors
 
 __all__ = ["SASRec"]
+
+WEIGHTS = "sasrec.safetensors"
 
 
 class _Block(nn.Module):
@@ -84,6 +89,9 @@ class SASRec(Recommender):
         if loss not in ("ce", "bpr"):
             raise ValueError(f"unknown SASRec.loss {loss!r}; use 'ce' (full softmax) or 'bpr'")
         self.num_items, self.max_history, self.loss_type = num_items, max_history, loss
+        self.settings = {"num_items": num_items, "max_history": max_history, "hidden_size": hidden_size,
+                         "num_layers": num_layers, "num_heads": num_heads, "inner_size": inner_size,
+                         "dropout": dropout, "attn_dropout": attn_dropout, "loss": loss}
         self.item_emb = nn.Embedding(num_items + 1, hidden_size, padding_idx=0)
         self.pos_emb = nn.Embedding(max_history, hidden_size)
         self.ln = nn.LayerNorm(hidden_size, eps=1e-12)
@@ -148,3 +156,31 @@ class SASRec(Recommender):
             raise ValueError("SASRec.score got an empty history; it needs at least one item per user")
         input_ids = left_pad(histories, self.max_history).to(self.item_emb.weight.device)
         return self.logits(self.encode(input_ids)[:, -1]).float()
+
+    # ------------------------------------------------------------------ save / load
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Writes ``<folder>/sasrec.safetensors`` (atomically): the weights, with the settings and the raw
+        item ids as metadata."""
+        if self.item_ids is None:
+            raise ValueError("this SASRec has no raw item ids; call set_item_ids(item_ids) first")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_tensors(folder / WEIGHTS, self.state_dict(), {"settings": self.settings, "item_ids": self.item_ids})
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> SASRec:
+        """Loads a folder written by :meth:`save_pretrained` (e.g. a SASRec run's ``model/``), in eval mode."""
+        path = Path(folder) / WEIGHTS
+        if not path.is_file():
+            reason = "does not exist" if not Path(folder).exists() else f"has no {WEIGHTS}"
+            raise FileNotFoundError(f"{folder} is not a saved SASRec (it {reason}); save one with save_pretrained, "
+                                    "e.g. the model/ folder of a SASRec run")
+        tensors, meta = load_tensors(path)
+        if "settings" not in meta:
+            raise ValueError(f"{path} has no SASRec settings; it was not written by SASRec.save_pretrained")
+        model = cls(**meta["settings"])
+        model.load_state_dict(tensors)
+        model.set_item_ids(meta["item_ids"])
+        return model.eval()
+

@@ -1,4 +1,4 @@
-"""Train and evaluate SASRec.
+"""Train and evaluate SASRec; the best weights are saved to ``<run dir>/model/`` (``SASRec.save_pretrained``).
 
     python genrec/trainers/sasrec_trainer.py config/sasrec/ml100k.gin [--split loo] [--gin "fit.max_epochs = 5"]
 """
@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -36,7 +37,10 @@ def train_sasrec(run_dir: str = "runs/sasrec", seed: int = 2020, window_stride: 
     model = SASRec(num_items=exp.num_items)
     model.set_item_ids(exp.interactions.item_ids)
     windows = SequenceWindows(exp.split.train, model.max_history, window_stride)
-    return fit(model, windows, exp.evaluate_model(), run_dir=run_dir, info=exp.info, seed=seed)
+    metrics = fit(model, windows, exp.evaluate_model(), run_dir=run_dir, info=exp.info, seed=seed)
+    if int(os.environ.get("RANK", "0")) == 0:
+        model.save_pretrained(Path(run_dir) / "model")  # the best weights, which fit leaves in the model
+    return metrics
 
 
 if __name__ == "__main__":

@@ -233,3 +233,25 @@ def test_every_preset_runs_a_few_steps(preset, tmp_path, tiny_llama, monkeypatch
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["steps"] == 2 and saved["dataset"] == "ml-100k" and saved["mask_history"] is True
     assert saved["eval_rows"] == {"valid": 16, "test": 16} and 0 <= metrics["test"]["ndcg@10"] <= 1
+    assert (tmp_path / "run" / "model" / "content.safetensors").is_file()  # served by ContentRecommender.from_pretrained
+
+
+def test_save_and_load_rebuild_the_operators_from_the_saved_config(tmp_path):
+    import gin
+
+    parse_gin([], ["ContentRecommender.item_encoder = @AttentionContent", "AttentionContent.heads = 2",
+                   "AttentionContent.layers = 2", "ContentRecommender.user_encoder = 'gru'",
+                   "ContentRecommender.dim = 16"])
+    torch.manual_seed(0)
+    model = ContentRecommender(TEXTS).eval()
+    with pytest.raises(ValueError, match="set_item_ids"):
+        model.save_pretrained(tmp_path / "model")
+    model.set_item_ids(["[PAD]"] + [f"i{i}" for i in range(1, len(TEXTS) + 1)])
+    model.save_pretrained(tmp_path / "model")
+    parse_gin([], ["ContentRecommender.dim = 8"])  # the caller's configuration neither leaks in nor is lost
+    loaded = ContentRecommender.from_pretrained(tmp_path / "model")
+    assert gin.query_parameter("ContentRecommender.dim") == 8
+    assert not loaded.training and loaded.item_ids == model.item_ids and loaded.texts == TEXTS
+    assert torch.equal(loaded.score(HISTORIES), model.score(HISTORIES))
+    with pytest.raises(FileNotFoundError, match="not a saved ContentRecommender"):
+        ContentRecommender.from_pretrained(tmp_path / "nothing")

@@ -7,12 +7,14 @@ the catalogue (title, year, genres) -> :class:`genrec.models.content.ContentReco
 operators the gin file names -> one training example per (user, position) of the training sequences
 -> the shared loop (negative sampling or BCE, valid every epoch or every N steps, early stopping) ->
 full-ranking metrics on valid (model selection) and test from the shared evaluator, with the
-evaluation cache (every item encoded once per evaluation).
+evaluation cache (every item encoded once per evaluation) -> the best weights in ``<run dir>/model/``
+(``ContentRecommender.save_pretrained``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -45,7 +47,11 @@ def train_content(run_dir: str = "runs/content", seed: int = 2020) -> dict:
             "operators": {kind: type(getattr(model, kind)).__name__
                           for kind in ("item_encoder", "user_encoder", "predictor")},
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-    return fit(model, examples, exp.evaluate_model(), run_dir=run_dir, info=info, seed=seed, collate_fn=ArrayDataset.collate)
+    metrics = fit(model, examples, exp.evaluate_model(), run_dir=run_dir, info=info, seed=seed,
+                  collate_fn=ArrayDataset.collate)
+    if int(os.environ.get("RANK", "0")) == 0:
+        model.save_pretrained(Path(run_dir) / "model")  # the best weights, which fit leaves in the model
+    return metrics
 
 
 if __name__ == "__main__":

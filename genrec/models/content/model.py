@@ -28,6 +28,10 @@ the model enters training mode. Writing through ``.data`` bypasses version count
 re-encodes its users' history items (no sharing between users) and the whole catalogue as
 candidates, and a language-model operator recomputes its frozen layers: a naive implementation.
 
+**Saving**: ``save_pretrained(folder)`` writes the weights (item texts and raw ids as metadata) and
+the operative gin config that built the model (its operators and their settings); ``from_pretrained``
+rebuilds the model under that config, in a gin configuration of its own, and loads the weights.
+
 Shapes: B batch, H history length, K negatives, C candidates, N items, D width.
 """
 
@@ -35,21 +39,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import gin
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from genrec.config import isolated_config
 from genrec.data.padding import right_pad
+from genrec.io import atomic_write_text
 from genrec.models.base import Recommender
 from genrec.models.content.behavior_ops import (AdditiveBehavior, BehaviorOperator, FastformerBehavior, GRUBehavior,
                                                 MeanBehavior, TransformerBehavior)
 from genrec.models.content.content_ops import AttentionContent, CNNContent, ContentOperator, FastformerContent
 from genrec.models.content.lm import PretrainedLMContent
 from genrec.models.content.predictors import DCNPredictor, DeepFMPredictor, DINPredictor, DotPredictor, Predictor
+from genrec.training.checkpoint import load_tensors, save_tensors
 
 __all__ = ["BEHAVIOR_OPERATORS", "CONTENT_OPERATORS", "ContentRecommender", "PREDICTORS", "resolve_operator"]
+
+WEIGHTS, CONFIG = "content.safetensors", "config.gin"
 
 CONTENT_OPERATORS: dict[str, type] = {"cnn": CNNContent, "attention": AttentionContent,
                                       "fastformer": FastformerContent, "lm": PretrainedLMContent}
@@ -116,6 +126,7 @@ class ContentRecommender(Recommender):
         if max_history < 1:
             raise ValueError(f"ContentRecommender.max_history must be >= 1, got {max_history}")
         self.num_items, self.max_history, self.loss_type = len(texts), max_history, loss
+        self.texts = list(texts)
         self.num_negatives, self.eval_cache, self.encode_batch_size = num_negatives, eval_cache, encode_batch_size
         self.item_encoder = resolve_operator("item_encoder", item_encoder)(texts=list(texts), dim=dim)
         self.user_encoder = resolve_operator("user_encoder", user_encoder)(dim=dim)
@@ -245,3 +256,40 @@ class ContentRecommender(Recommender):
         scores = self.predictor.score_all(user, items, history_vectors, mask)
         scores = scores.float()
         return torch.cat([torch.full((len(scores), 1), float("-inf"), device=device, dtype=scores.dtype), scores], 1)
+
+    # ------------------------------------------------------------------ save / load
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Writes ``<folder>/content.safetensors`` (weights; item texts and raw ids as metadata) and
+        ``<folder>/config.gin``, the current operative gin config: call it in the process that built
+        the model (the trainer does, into ``<run dir>/model/``)."""
+        if self.item_ids is None:
+            raise ValueError("this ContentRecommender has no raw item ids; call set_item_ids(item_ids) first")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / CONFIG, gin.operative_config_str())
+        save_tensors(folder / WEIGHTS, self.state_dict(), {"texts": self.texts, "item_ids": self.item_ids})
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> ContentRecommender:
+        """Loads a folder written by :meth:`save_pretrained` (e.g. a content run's ``model/``), in eval mode.
+
+        The saved config is parsed in an isolated gin configuration (the caller's is restored);
+        bindings of configurables this process does not know (the trainer's) are skipped.
+        """
+        folder = Path(folder)
+        if not (folder / WEIGHTS).is_file() or not (folder / CONFIG).is_file():
+            reason = "does not exist" if not folder.exists() else f"lacks {WEIGHTS} or {CONFIG}"
+            raise FileNotFoundError(f"{folder} is not a saved ContentRecommender (it {reason}); save one with "
+                                    "save_pretrained, e.g. the model/ folder of a content run")
+        tensors, meta = load_tensors(folder / WEIGHTS)
+        if "texts" not in meta:
+            raise ValueError(f"{folder / WEIGHTS} has no item texts; it was not written by "
+                             "ContentRecommender.save_pretrained")
+        with isolated_config([]):
+            gin.parse_config((folder / CONFIG).read_text(), skip_unknown=True)
+            model = cls(texts=meta["texts"])
+        model.load_state_dict(tensors)
+        model.set_item_ids(meta["item_ids"])
+        return model.eval()
+

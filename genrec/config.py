@@ -47,6 +47,8 @@ from typing import Callable, Iterator, Sequence
 
 import gin
 
+from genrec.progress import quiet_library_bars
+
 __all__ = ["REPO", "ConfigError", "bound_split", "check_all_bindings_used", "config_path", "default_run_dir",
            "isolated_config", "parse_args", "parse_gin", "run"]
 
@@ -319,6 +321,7 @@ def run(entry: Callable, splits: Sequence[str], argv: Sequence[str] | None = Non
         split = bound_split()
         if not args.run_dir and split is not None and gin.query_parameter(f"{name}.run_dir") == str(run_dir):
             gin.bind_parameter(f"{name}.run_dir", str(default_run_dir(args.configs[-1], split)))
+        quiet_library_bars()  # weight-loading bars of transformers would leave carriage returns in a log
         return entry()
     except _user_errors() as err:
         if os.environ.get("GENREC_DEBUG"):

@@ -13,18 +13,21 @@ Transient loops (``leave=False``, e.g. one evaluation among many) print only on 
 so a short one is silent and a long one is still visible.
 
 :func:`announce` prints one labelled sub-step (``genrec: semantic IDs: building ...``) to stderr.
+:func:`quiet_library_bars` turns off the Hugging Face libraries' own bars (weight loading) when
+stderr is not a terminal; the trainers' command line calls it.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from tqdm.auto import tqdm
 
-__all__ = ["PlainProgress", "announce", "progress"]
+__all__ = ["PlainProgress", "announce", "progress", "quiet_library_bars"]
 
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
@@ -59,6 +62,21 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
 def announce(label: str, message: str, stream: TextIO | None = None) -> None:
     """Prints one labelled sub-step, e.g. ``genrec: semantic IDs: building X with Y``, to stderr."""
     print(f"genrec: {label}: {message}", file=sys.stderr if stream is None else stream, flush=True)
+
+
+def quiet_library_bars(stream: TextIO | None = None) -> None:
+    """Turns off transformers' and huggingface_hub's progress bars unless ``stream`` (stderr) is a terminal."""
+    if _is_terminal(sys.stderr if stream is None else stream):
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when huggingface_hub is imported
+    if "transformers" in sys.modules:
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
+    elif "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
 
 
 def _is_terminal(stream: TextIO) -> bool:

@@ -7,7 +7,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genrec.evaluation import Evaluator
-from genrec.progress import PlainProgress, announce, progress
+from genrec.progress import PlainProgress, announce, progress, quiet_library_bars
 
 
 class Terminal(io.StringIO):
@@ -140,3 +140,17 @@ def _eager_init(init):
     def patched(self, *args, **kwargs):
         init(self, *args, **{**kwargs, "interval": 0.0})
     return patched
+
+
+def test_library_bars_are_turned_off_only_off_a_terminal(monkeypatch):
+    from transformers.utils import logging
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    logging.enable_progress_bar()
+    quiet_library_bars(Terminal())
+    assert logging.is_progress_bar_enabled()
+    try:
+        quiet_library_bars(io.StringIO())
+        assert not logging.is_progress_bar_enabled()
+    finally:
+        logging.enable_progress_bar()

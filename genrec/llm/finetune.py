@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["IGNORE", "causal_lm_loss", "labelled_positions", "pack_examples", "pad_examples", "split_causal_lm"]
+__all__ = ["IGNORE", "causal_lm_loss", "enable_activation_checkpointing", "labelled_positions", "pack_examples",
+           "pad_examples", "split_causal_lm"]
 
 IGNORE = -100
 """Label of positions that take no loss (transformers' ``ignore_index``)."""
@@ -175,3 +176,16 @@ def pack_examples(examples: Sequence[tuple[np.ndarray, np.ndarray]], pad_id: int
             at += n
     return {"input_ids": input_ids, "labels": labels, "position_ids": positions,
             "label_positions": labelled_positions(labels)}
+
+
+def enable_activation_checkpointing(model) -> None:
+    """Turns on activation (gradient) checkpointing of a transformers model, non-reentrant.
+
+    Later transformers releases of the pinned range (5.24) call it ``activation_checkpointing_enable``
+    and deprecate ``gradient_checkpointing_enable`` (a FutureWarning, removal in v6); 5.17 and 5.18
+    have only the old name.
+    """
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -72,6 +72,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.data.padding import right_pad
+from genrec.llm.finetune import enable_activation_checkpointing
 from genrec.llm.lora import apply_lora, lora_settings
 from genrec.llm.pretrained import BUNDLED_LLM, load_causal_lm
 from genrec.models.base import Recommender, as_histories
@@ -157,7 +158,7 @@ class CLLM4Rec(Recommender):
             p.requires_grad_(tuning == "full")
         self.llm.get_input_embeddings().weight.requires_grad_(False)  # never read: inputs are soft tokens
         if gradient_checkpointing:
-            self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(self.llm)
         if tuning == "lora":
             self.llm = apply_lora(self.llm, lora)
         # What save_pretrained writes: what training changes, and a random LLM (it cannot be rebuilt).
@@ -345,10 +346,10 @@ class CLLM4Rec(Recommender):
         if histories is None and users is None:
             raise ValueError("recommend needs histories of item ids, user ids, or both")
         histories = [None] * len(users) if histories is None else as_histories(histories)
-        if users is not None and len(users) != len(histories):
         if not histories:
             raise ValueError("recommend got no histories and no users; give one list of item ids or one known user "
                              "per recommendation list")
+        if users is not None and len(users) != len(histories):
             raise ValueError(f"{len(users)} users for {len(histories)} histories; give one user per history")
         rows = [-1 if users is None or users[b] is None else self.user_index(users[b]) for b in range(len(histories))]
         indices = []

@@ -48,7 +48,7 @@ import torch
 
 from genrec.decoding import DECODERS, PrefixTrie, decode_items
 from genrec.io import atomic_write_text, fingerprint
-from genrec.llm.finetune import causal_lm_loss
+from genrec.llm.finetune import causal_lm_loss, enable_activation_checkpointing
 from genrec.llm.lora import apply_lora, lora_settings
 from genrec.llm.pretrained import BUNDLED_LLM, load_causal_lm, load_tokenizer
 from genrec.llm.tasks import PromptFormat, seqrec_instruction
@@ -108,7 +108,7 @@ class LCRec(Recommender):
             self.llm = PeftModel.from_pretrained(self.llm, adapter)
         self.gradient_checkpointing = gradient_checkpointing
         if gradient_checkpointing:
-            self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(self.llm)
             self.llm.config.use_cache = False
         self.format = PromptFormat(self.tokenizer, system_prompt, max_length)
         self.semantic_ids: SemanticIDs | None = None
@@ -391,7 +391,7 @@ class LCRec(Recommender):
         model = cls(pretrained_path=base if lora else llm, adapter=llm if lora else None, random_init=False,
                     gradient_checkpointing=False, **init)
         model.settings.update(pretrained_path=base, lora=lora)
-        model.attach(SemanticIDs.read(folder / "semantic_ids.json"))
+        model.attach(semantic_ids)
         return model.eval()
 
 

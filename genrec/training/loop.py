@@ -59,6 +59,7 @@ from genrec.progress import progress
 from genrec.training.checkpoint import (load_checkpoint, load_tensors, load_trainable_state, save_checkpoint,
                                         save_tensors, trainable_state_dict)
 from genrec.training.run_folder import RunLog, check_config, finished_metrics, run_folder_lock
+from genrec.training.trackers import check_tracker, start_tracker, stop_tracker, tracker_settings
 
 __all__ = ["fit", "lr_lambda", "peak_memory", "seed_everything"]
 
@@ -141,6 +142,7 @@ def fit(
     num_workers: int = 0,
     compile: bool = False,
     fused_adamw: bool | None = None,
+    log_with: str | None = None,
 ) -> dict[str, Any]:
     """Trains ``model``, selects the best validation checkpoint, evaluates test once.
 
@@ -177,6 +179,8 @@ def fit(
         fused_adamw: AdamW as one fused kernel over all parameters; ``None``: on CUDA only. On a CPU
             it is ~10x faster per step for a 135M-parameter LLM (benchmarks/llm_throughput.py) but
             rounds differently from the reference AdamW, so the small models keep the reference.
+        log_with: an accelerate tracker that also gets every ``log.jsonl`` record, e.g. ``"tensorboard"``
+            (``<run dir>/tensorboard/``; :mod:`genrec.training.trackers`); ``None``: ``log.jsonl`` only.
 
     Returns:
         The dictionary written to ``metrics.json``.
@@ -187,9 +191,11 @@ def fit(
                     grad_accum_steps=grad_accum_steps, eval_every_epochs=eval_every_epochs,
                     eval_every_steps=eval_every_steps, patience=patience, mode=mode, log_every_steps=log_every_steps,
                     num_workers=num_workers)
+    check_tracker(log_with)
     # accelerate keeps one precision per process; each fit chooses its own (the process group stays).
     AcceleratorState._reset_state()
-    accelerator = Accelerator(mixed_precision=_mixed_precision(mixed_precision), cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision=_mixed_precision(mixed_precision), cpu=not torch.cuda.is_available(),
+                              **tracker_settings(log_with, run_dir))
     main = accelerator.is_main_process
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -217,7 +223,7 @@ def fit(
         wrapped, optimizer = accelerator.prepare(model, optimizer)
         train_model = torch.compile(wrapped) if compile else wrapped  # shares the parameters of ``wrapped``
 
-        log = RunLog(run_dir / "log.jsonl", main)
+        log = RunLog(run_dir / "log.jsonl", main, start_tracker(accelerator, log_with))
         ckpt_path = run_dir / "checkpoint.safetensors"
         state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_step": None, "bad_evals": 0,
                  "done": False, "train_seconds": 0.0, "eval_seconds": 0.0}
@@ -231,6 +237,7 @@ def fit(
                 load_trainable_state(accelerator.unwrap_model(wrapped), best, str(run_dir / "best.safetensors"))
                 if accelerator.num_processes > 1:
                     accelerator.end_training()
+                stop_tracker(accelerator)
                 return finished
             accelerator.print(f"resuming {run_dir} at epoch {state['epoch']}, step {state['step']}")
         log.truncate_after(state["step"])  # records of an interrupted or discarded run after its checkpoint
@@ -361,6 +368,7 @@ def fit(
             log.write(step=state["step"], epoch=state["epoch"], test=test)
             atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
         accelerator.wait_for_everyone()
+        stop_tracker(accelerator)
         if accelerator.num_processes > 1:
             accelerator.end_training()  # tears down the process group; exiting without it can abort at exit
         return result

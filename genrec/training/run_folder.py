@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,10 +30,11 @@ class RunFolderBusy(RuntimeError):
 
 
 class RunLog:
-    """Appends JSON lines to ``log.jsonl`` (main process only)."""
+    """Appends JSON lines to ``log.jsonl`` (main process only), and hands each record to ``tracker``
+    when there is one (:func:`genrec.training.trackers.start_tracker`)."""
 
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled = path, enabled
+    def __init__(self, path: Path, enabled: bool, tracker: Callable[[dict[str, Any]], None] | None = None):
+        self.path, self.enabled, self.tracker = path, enabled, tracker
 
     def truncate_after(self, step: int) -> None:
         """Drops records written after ``step`` (by an interrupted run that did not checkpoint them)."""
@@ -46,6 +47,8 @@ class RunLog:
         if self.enabled:
             with self.path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+            if self.tracker is not None:
+                self.tracker(record)
 
 
 def _record_step(line: str) -> int:

@@ -1,7 +1,7 @@
 """Compare runs: a table (Markdown and CSV) and PNG plots from run folders.
 
     python -m genrec.report runs/                       # every run below runs/
-    python -m genrec.report runs/sasrec/ml100k runs/tiger/ml100k --out report/ml100k
+    python -m genrec.report runs/sasrec/ml100k runs/tiger/ml100k --out runs/report/ml100k
     python -m genrec.report runs/ --metrics ndcg@10,recall@10 --no-plots
 
 writes ``<out>/runs.md`` and ``<out>/runs.csv`` (one row per run: model, dataset, split, protocol,

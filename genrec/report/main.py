@@ -51,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m genrec.report",
                                      description="Compare runs: a Markdown/CSV table and PNG plots.")
     parser.add_argument("paths", nargs="+", metavar="RUN_DIR", help="run folders, or folders of runs (e.g. runs/)")
-    parser.add_argument("--out", default="report", help="folder for runs.md, runs.csv and the PNGs (default: report)")
+    parser.add_argument("--out", default="runs/report",
+                        help="folder for runs.md, runs.csv and the PNGs (default: runs/report)")
     parser.add_argument("--metrics", default=None,
                         help="comma-separated test metrics for the table (default: the ranking metrics name@k; "
                              "'all': every numeric test value)")
@@ -73,6 +74,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"genrec.report: wrote the table ({written['markdown']}, {written['csv']}) but no plots: {error}",
               file=sys.stderr)
         return 1
-    print(f"genrec.report: {len(runs)} runs; wrote {', '.join(str(path) for path in written.values())}",
-          file=sys.stderr)
+    paths = ", ".join(str(path) for path in written.values())
+    print(f"genrec.report: {len(runs)} run{'s' if len(runs) != 1 else ''}; wrote {paths}", file=sys.stderr)
     return 0

@@ -252,6 +252,12 @@ def test_save_and_load_rebuild_the_operators_from_the_saved_config(tmp_path):
     loaded = ContentRecommender.from_pretrained(tmp_path / "model")
     assert gin.query_parameter("ContentRecommender.dim") == 8
     assert not loaded.training and loaded.item_ids == model.item_ids and loaded.texts == TEXTS
+    assert loaded.settings == model.settings and model.settings["item_encoder"] == "attention"
     assert torch.equal(loaded.score(HISTORIES), model.score(HISTORIES))
     with pytest.raises(FileNotFoundError, match="not a saved ContentRecommender"):
         ContentRecommender.from_pretrained(tmp_path / "nothing")
+    explicit = _model(item_encoder="fastformer", user_encoder="gru", predictor="din")  # arguments, not gin
+    explicit.set_item_ids(model.item_ids)
+    explicit.save_pretrained(tmp_path / "explicit")
+    assert torch.equal(ContentRecommender.from_pretrained(tmp_path / "explicit").score(HISTORIES),
+                       explicit.eval().score(HISTORIES))

@@ -96,6 +96,12 @@ def resolve_operator(kind: str, spec: str | Callable) -> Callable:
     return spec
 
 
+def _registry_name(kind: str, operator) -> str | None:
+    """The registry name of a built operator's class (``attention``), or None for another class."""
+    registry, _ = _KINDS[kind]
+    return next((name for name, cls in registry.items() if type(operator) is cls), None)
+
+
 @gin.configurable(denylist=["texts"])
 class ContentRecommender(Recommender):
     """A content-based recommender composed of three operators.
@@ -136,6 +142,10 @@ class ContentRecommender(Recommender):
             if not isinstance(getattr(self, kind), expected):
                 raise ValueError(f"ContentRecommender.{kind} built a {type(getattr(self, kind)).__name__}, which is "
                                  f"not a {expected.__name__}; pick one of {', '.join(_KINDS[kind][0])}")
+        operators = {kind: _registry_name(kind, getattr(self, kind)) for kind in _KINDS}
+        self.settings = {**operators, "dim": dim, "max_history": max_history, "loss": loss,
+                         "num_negatives": num_negatives, "eval_cache": eval_cache,
+                         "encode_batch_size": encode_batch_size}  # None for an operator outside the registries
         self._table: torch.Tensor | None = None
         self._table_key: tuple | None = None
         self.table_builds = 0  # how many times the evaluation table was computed (tests, benchmarks)
@@ -265,17 +275,24 @@ class ContentRecommender(Recommender):
         the model (the trainer does, into ``<run dir>/model/``)."""
         if self.item_ids is None:
             raise ValueError("this ContentRecommender has no raw item ids; call set_item_ids(item_ids) first")
+        unnamed = [kind for kind in _KINDS if self.settings[kind] is None]
+        if unnamed:
+            raise ValueError(f"ContentRecommender.save_pretrained: the {', '.join(unnamed)} is not one of the "
+                             "registered operators (CONTENT_OPERATORS, BEHAVIOR_OPERATORS, PREDICTORS), so it "
+                             "could not be rebuilt on loading")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / CONFIG, gin.operative_config_str())
-        save_tensors(folder / WEIGHTS, self.state_dict(), {"texts": self.texts, "item_ids": self.item_ids})
+        save_tensors(folder / WEIGHTS, self.state_dict(), {"texts": self.texts, "item_ids": self.item_ids,
+                                                           "settings": self.settings})
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> ContentRecommender:
         """Loads a folder written by :meth:`save_pretrained` (e.g. a content run's ``model/``), in eval mode.
 
-        The saved config is parsed in an isolated gin configuration (the caller's is restored);
-        bindings of configurables this process does not know (the trainer's) are skipped.
+        The model is rebuilt with its saved settings (operators by registry name, width, ...) and the
+        operators' own settings from the saved config, parsed in an isolated gin configuration (the
+        caller's is restored; bindings of configurables this process does not know are skipped).
         """
         folder = Path(folder)
         if not (folder / WEIGHTS).is_file() or not (folder / CONFIG).is_file():
@@ -288,7 +305,7 @@ class ContentRecommender(Recommender):
                              "ContentRecommender.save_pretrained")
         with isolated_config([]):
             gin.parse_config((folder / CONFIG).read_text(), skip_unknown=True)
-            model = cls(texts=meta["texts"])
+            model = cls(texts=meta["texts"], **meta.get("settings", {}))
         model.load_state_dict(tensors)
         model.set_item_ids(meta["item_ids"])
         return model.eval()

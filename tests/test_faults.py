@@ -146,7 +146,7 @@ def test_embedding_cache_is_rebuilt_when_it_does_not_match(tmp_path, monkeypatch
     for number, fault in enumerate(faults, start=2):
         fault()
         assert np.array_equal(embed_module.embed_texts(texts), first) and len(calls) == number
-        assert f"not using the embedding cache: {path}" in capsys.readouterr().err
+        assert f"ignoring unreadable embedding cache ({path}" in capsys.readouterr().err
         assert load_checked_array(path)[1] is None
 
 
@@ -165,7 +165,7 @@ def test_layer_cache_is_really_rebuilt(tiny_llama, tmp_path, capsys):
                   lambda: path.write_bytes(path.read_bytes()[:-4] + b"\0\0\0\1")):
         fault()
         again = PretrainedLMContent(texts, dim=8, path=tiny_llama, frozen_layers=1, cache_dir=str(tmp_path))
-        assert "not using the layer cache" in capsys.readouterr().err
+        assert "ignoring unreadable layer cache" in capsys.readouterr().err
         assert again.cache_path == path and np.array_equal(np.load(path), good)
         assert load_checked_array(path, good.shape)[1] is None
 

@@ -88,6 +88,16 @@ class SASRec(Recommender):
         super().__init__()
         if loss not in ("ce", "bpr"):
             raise ValueError(f"unknown SASRec.loss {loss!r}; use 'ce' (full softmax) or 'bpr'")
+        sizes = {"max_history": max_history, "hidden_size": hidden_size, "num_layers": num_layers,
+                 "num_heads": num_heads, "inner_size": inner_size}
+        for name, value in sizes.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"SASRec.{name} = {value!r} cannot work; it must be an int >= 1")
+        if hidden_size % num_heads:
+            raise ValueError(f"SASRec.hidden_size ({hidden_size}) must be a multiple of SASRec.num_heads ({num_heads})")
+        for name, value in {"dropout": dropout, "attn_dropout": attn_dropout}.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+                raise ValueError(f"SASRec.{name} = {value!r} cannot work; it must be a number in [0, 1)")
         self.num_items, self.max_history, self.loss_type = num_items, max_history, loss
         self.settings = {"num_items": num_items, "max_history": max_history, "hidden_size": hidden_size,
                          "num_layers": num_layers, "num_heads": num_heads, "inner_size": inner_size,

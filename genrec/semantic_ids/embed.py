@@ -86,7 +86,7 @@ def embed_texts(
             problem = f"{path} has {cached.shape[0]} rows for {len(texts)} texts"
         if problem is None:
             return cached
-        print(f"genrec: not using the embedding cache: {problem}; computing it again", file=sys.stderr)
+        print(f"genrec: ignoring unreadable embedding cache ({problem}); computing it again", file=sys.stderr)
     vectors = _encode(texts, model, batch_size, max_length, normalize, device)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,8 @@ Shapes: B batch, C levels, V codes of a level, D latent width.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import NamedTuple, Sequence
 
 import gin
@@ -125,8 +127,21 @@ class RQVAE(nn.Module):
                  sinkhorn_iterations: int = 50, kmeans_iterations: int = 25, dead_code_steps: int = 50,
                  seed: int = 0):
         super().__init__()
-        if not codebook_sizes or min(codebook_sizes) < 1:
-            raise ValueError(f"RQVAE.codebook_sizes must be a non-empty list of positive sizes, got {codebook_sizes}")
+        if not _positive_ints(codebook_sizes, allow_empty=False):
+            raise ValueError(f"RQVAE.codebook_sizes must be a non-empty list of positive sizes, got {codebook_sizes!r}")
+        if not _positive_ints(hidden_dims) or not _positive_ints([latent_dim, input_dim]):
+            raise ValueError(f"RQVAE.hidden_dims ({hidden_dims!r}) and RQVAE.latent_dim ({latent_dim!r}) must be positive "
+                             f"ints (input_dim {input_dim!r} comes from the embeddings)")
+        reals = {"beta": beta, "dropout": dropout, "sinkhorn_epsilon": sinkhorn_epsilon}
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                   for v in reals.values()) or dropout >= 1 or sinkhorn_epsilon == 0:
+            raise ValueError(f"RQVAE.beta >= 0, 0 <= RQVAE.dropout < 1 and RQVAE.sinkhorn_epsilon > 0 are needed, got "
+                             f"{reals}")
+        if not _positive_ints([sinkhorn_iterations, kmeans_iterations]) or not _positive_ints([dead_code_steps + 1]):
+            raise ValueError(f"RQVAE.sinkhorn_iterations ({sinkhorn_iterations!r}) and kmeans_iterations "
+                             f"({kmeans_iterations!r}) must be positive ints, dead_code_steps ({dead_code_steps!r}) >= 0")
+        if not isinstance(sinkhorn_levels, (list, tuple)) or not all(isinstance(v, numbers.Integral) for v in sinkhorn_levels):
+            raise ValueError(f"RQVAE.sinkhorn_levels must be a list of level indices, got {sinkhorn_levels!r}")
         bad = [level for level in sinkhorn_levels if not 0 <= level < len(codebook_sizes)]
         if bad:
             raise ValueError(f"RQVAE.sinkhorn_levels {list(sinkhorn_levels)} name levels outside 0..{len(codebook_sizes) - 1}")
@@ -233,3 +248,9 @@ class RQVAE(nn.Module):
                 raise ValueError(f"level {level} codes must lie in 0..{size - 1}")
         quantized = sum(codebook[codes[:, level]] for level, codebook in enumerate(self.codebooks))
         return self.decoder(quantized)
+
+
+def _positive_ints(values, allow_empty: bool = True) -> bool:
+    """Whether ``values`` is a list/tuple of ints >= 1 (bools excluded)."""
+    return (isinstance(values, (list, tuple)) and (allow_empty or len(values) > 0)
+            and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in values))

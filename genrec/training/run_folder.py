@@ -6,8 +6,11 @@
   made with another config is refused. A run's identity (:func:`config_identity`) is its config
   without ``*.run_dir`` bindings, so a folder reached through another path, or moved, still resumes.
 * :class:`RunLog`: ``log.jsonl``, one JSON record per line, trimmed to the checkpoint's step on
-  resume; a torn line (a kill mid-write) is dropped, never an error.
-* :func:`finished_metrics`: a finished run's ``metrics.json``, reported instead of evaluated again.
+  resume; a torn line (a kill mid-write) is dropped, never an error, and so is a test record (test
+  is evaluated again whenever a run goes on, and its record written once).
+* :func:`finished_metrics`: a finished run's ``metrics.json``, reported instead of evaluated again
+  when it agrees with the checkpoint (valid metrics, steps) and with the test record of ``log.jsonl``;
+  an edited or corrupt one is said so and test is evaluated again.
 """
 
 from __future__ import annotations
@@ -52,9 +55,11 @@ class RunLog:
 
 
 def _record_step(line: str) -> int:
-    """The step of a ``log.jsonl`` line; a torn or foreign line (a kill mid-write) counts as after every step."""
+    """The step of a ``log.jsonl`` line; a torn or foreign line (a kill mid-write) and a test record count
+    as after every step."""
     try:
-        return int(json.loads(line)["step"])
+        record = json.loads(line)
+        return sys.maxsize if "test" in record else int(record["step"])
     except (ValueError, KeyError, TypeError):
         return sys.maxsize  # dropped: it was written after the checkpoint or never completed
 
@@ -100,6 +105,30 @@ def finished_metrics(run_dir: Path, state: dict[str, Any]) -> dict[str, Any] | N
     if not state.get("done") or not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        metrics = json.loads(path.read_text())
     except (OSError, ValueError):
-        return None  # torn or unreadable: evaluate test again and rewrite it
+        metrics = None  # torn or unreadable: evaluate test again and rewrite it
+    tests = [record["test"] for record in _records(run_dir / "log.jsonl") if "test" in record]
+    if (isinstance(metrics, dict) and tests and metrics.get("test") == tests[-1]
+            and metrics.get("valid") == state.get("best_valid") and metrics.get("steps") == state.get("step")):
+        return metrics
+    print(f"genrec: {path} is unreadable or disagrees with the checkpoint and log.jsonl (edited or corrupt); "
+          "evaluating test again", file=sys.stderr)
+    return None
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The complete JSON object lines of ``path`` (none when it is missing)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records

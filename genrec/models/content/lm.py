@@ -217,7 +217,7 @@ class PretrainedLMContent(ContentOperator):
             if cached is not None:
                 return cached
             if path.exists():
-                print(f"genrec: not using the layer cache: {problem}; rebuilding it", file=sys.stderr)
+                print(f"genrec: ignoring unreadable layer cache ({problem}); rebuilding it", file=sys.stderr)
             save_checked_array(path, lambda tmp: self._build_cache(tmp, shape, batch_size))
         cached, problem = load_checked_array(path, shape, mmap=True)
         if cached is None:

@@ -165,11 +165,17 @@ def resolve_pretrained(spec: str, root: str | Path | None = None) -> str:
     """The ``from_pretrained`` argument for a model spec.
 
     ``"bundled:<asset>"`` fetches the asset (once) and returns its folder; anything else (a local
-    folder or a Hugging Face hub id) is returned unchanged for ``from_pretrained``. A GGUF asset
+    folder or a Hugging Face hub id) is returned unchanged for ``from_pretrained``, except that a path
+    (``/``, ``./``, ``../``, ``~``) that is no folder is an :class:`AssetError` (not a hub id to look up). A GGUF asset
     (an LLM) needs converting first: resolve it with :func:`genrec.llm.pretrained.resolve_llm`.
     """
     asset = bundled_asset(spec)
     if asset is None:
+        local = Path(spec).expanduser()
+        if spec.startswith(("/", "./", "../", "~")) and not local.is_dir():
+            raise AssetError(f"model folder {spec} does not exist; give an existing folder (config.json, weights and "
+                             f"tokenizer), 'bundled:<name>' ({', '.join(n for n, a in ASSETS.items() if a.kind != 'dataset')}) "
+                             "or a Hugging Face hub id")
         return spec
     if asset.kind == "gguf":
         raise AssetError(f"{spec!r} is a GGUF language model; resolve it with genrec.llm.resolve_llm, which "

@@ -252,3 +252,19 @@ def test_recommend_refuses_no_histories_and_k_beyond_the_catalogue(saved_lcrec, 
     for recommender in (model, cllm, popular):
         with pytest.raises(ValueError, match="got no histories"):
             recommender.recommend([])
+
+
+def test_missing_or_incomplete_model_folders_are_named(tmp_path, tiny_llama):
+    with pytest.raises(assets.AssetError, match=r"model folder \./no-such-llm does not exist"):
+        pretrained.load_causal_lm("./no-such-llm")
+    folder = tmp_path / "llm"
+    folder.mkdir()
+    for file in Path(tiny_llama).iterdir():
+        if not file.name.endswith(".safetensors"):
+            (folder / file.name).write_bytes(file.read_bytes())
+    with pytest.raises(ValueError, match=rf"the model folder {folder} has no weights"):
+        pretrained.load_causal_lm(str(folder))
+    for file in folder.glob("tokenizer*"):
+        file.unlink()
+    with pytest.raises(ValueError, match=rf"the model folder {folder} has no tokenizer"):
+        pretrained.load_tokenizer(str(folder))

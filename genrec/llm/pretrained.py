@@ -41,6 +41,12 @@ BUNDLED_LLM = "bundled:smollm2-135m-instruct"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
+"""A local model folder needs one of these to load its tokenizer."""
+
+WEIGHTS = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+"""Name endings of weight files in a model folder (one of them is needed unless weights start random)."""
+
 CONVERSION_FORMAT = 2
 """Version of what :func:`convert_gguf` writes; part of the cache key, bumped when the conversion changes
 (2: special tokens set from the GGUF metadata, producer recorded in the marker)."""
@@ -209,7 +215,11 @@ def load_tokenizer(spec: str):
     """The tokenizer of ``spec``; a missing pad token is set to the eos token."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_llm(spec))
+    path = resolve_llm(spec)
+    if Path(path).is_dir() and not any((Path(path) / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(f"the model folder {path} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save the "
+                         "tokenizer next to the model (tokenizer.save_pretrained(folder))")
+    tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.eos_token_id is None:
@@ -232,6 +242,11 @@ def load_causal_lm(spec: str, dtype: str = "float32", random_init: bool = False)
     if dtype not in _DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
     path = resolve_llm(spec)
+    if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
+        raise ValueError(f"the model folder {path} has no config.json; save the model with save_pretrained(folder)")
+    if Path(path).is_dir() and not random_init and not any(f.name.endswith(WEIGHTS) for f in Path(path).iterdir()):
+        raise ValueError(f"the model folder {path} has no weights (*{', *'.join(WEIGHTS)}); save the model with "
+                         "save_pretrained(folder), or set random_init for random weights")
     tokenizer = load_tokenizer(spec)
     if random_init:
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=_DTYPES[dtype])

@@ -47,9 +47,11 @@ def _teacher_forced_scores(model, history, user):
     return log_probs.gather(-1, model.item_tokens[items][..., None]).squeeze(-1).sum(-1)
 
 
-@pytest.mark.parametrize("encoder_input", ["codes", "items"])
-def test_beams_are_distinct_catalogue_items_and_exact_with_a_full_beam(encoder_input):
-    model = _model(num_beams=N, encoder_input=encoder_input)  # a beam as wide as the catalogue is exhaustive
+@pytest.mark.parametrize("encoder_input,encoder_attention",
+                         [("codes", "bidirectional"), ("items", "bidirectional"), ("items", "causal")])
+def test_beams_are_distinct_catalogue_items_and_exact_with_a_full_beam(encoder_input, encoder_attention):
+    # a beam as wide as the catalogue is exhaustive
+    model = _model(num_beams=N, encoder_input=encoder_input, encoder_attention=encoder_attention)
     histories, users = [np.array([3, 1, 7]), np.array([5])], np.array([0, 4])
     items, scores = model.recommend_indices(histories, k=10, users=users)
     assert items.shape == scores.shape == (2, 10)
@@ -163,6 +165,35 @@ def test_identifier_ablations_keep_the_shape():
     assert len(set(items[0].tolist())) == 10 and items.min() >= 1
     with pytest.raises(ValueError, match="unknown item identifiers"):
         ablation_ids(ids, "hashed")
+
+
+@pytest.mark.parametrize("encoder_input", ["codes", "items"])
+@pytest.mark.parametrize("user_buckets", [10, 0])
+def test_causal_windows_train_every_prefix_in_one_pass(encoder_input, user_buckets):
+    """A window's loss is the mean of its targets' losses as one-target (history -> next item) examples:
+    each target's decoder sees exactly the encoder states of the user and the items before it."""
+    from genrec.data.windows import SequenceWindows
+
+    model = _model(encoder_input=encoder_input, encoder_attention="causal", user_buckets=user_buckets, max_history=6)
+    sequences = [np.array([3, 1, 7, 2]), np.array([5, 9]), np.array([4, 8, 6, 11, 12, 13])]
+    windows = SequenceWindows(sequences, 6, with_user=True)
+    batch = {key: torch.stack([windows[i][key] for i in range(len(windows))]) for key in ("users", "items", "labels")}
+    with torch.no_grad():
+        _, window_loss = model(**batch)
+        per_target = []
+        for user, seq in enumerate(sequences):
+            for t in range(0 if user_buckets else 1, len(seq)):  # t = 0: from the user token alone
+                history = torch.zeros(1, 6, dtype=torch.long)
+                history[0, 6 - t:] = torch.from_numpy(seq[:t])
+                users = torch.tensor([user]) if user_buckets else None
+                per_target.append(model(history, torch.tensor([seq[t]]), users)[1])
+    assert torch.allclose(window_loss, torch.stack(per_target).mean(), atol=1e-5)
+    model.train()
+    _, loss = model(**batch)
+    loss.backward()
+    assert torch.isfinite(loss) and model.t5.shared.weight.grad is not None
+    with pytest.raises(ValueError, match="encoder_attention = 'causal'"):
+        _model()(**batch)
 
 
 def test_prefix_examples():

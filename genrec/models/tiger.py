@@ -53,11 +53,16 @@ from genrec.io import atomic_write_text
 from genrec.models.base import Recommender, as_histories
 from genrec.semantic_ids import SemanticIDs, level_token_starts
 
-__all__ = ["TIGER", "ablation_ids", "user_bucket"]
+__all__ = ["TIGER", "ablation_ids", "additive_mask", "user_bucket"]
 
 PAD, EOS = 0, 1
 FIRST_CODE = 2  # token id of code 0 of level 0
 SETTINGS = "tiger.json"
+
+
+def additive_mask(allowed: torch.Tensor) -> torch.Tensor:
+    """An additive float32 attention mask: 0 where ``allowed``, the most negative float elsewhere."""
+    return torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, torch.finfo(torch.float32).min)
 
 
 def user_bucket(raw_user_id: str, buckets: int) -> int:
@@ -118,7 +123,8 @@ class TIGER(Recommender):
     def __init__(self, semantic_ids: SemanticIDs, num_layers: int = 4, num_decoder_layers: int = 4,
                  d_model: int = 128, num_heads: int = 6, d_kv: int = 64, d_ff: int = 1024, dropout: float = 0.1,
                  user_buckets: int = 2000, max_history: int = 20, num_beams: int = 20,
-                 label_smoothing: float = 0.0, encoder_input: str = "codes", decode_batch_size: int = 32):
+                 label_smoothing: float = 0.0, encoder_input: str = "codes", encoder_attention: str = "bidirectional",
+                 decode_batch_size: int = 32):
         super().__init__()
         if not isinstance(semantic_ids, SemanticIDs):
             raise TypeError(f"TIGER needs SemanticIDs, got {type(semantic_ids).__name__}")
@@ -128,6 +134,8 @@ class TIGER(Recommender):
                 raise ValueError(f"TIGER.{name} must be >= {low}, got {value}")
         if encoder_input not in ("codes", "items"):
             raise ValueError(f"TIGER.encoder_input must be 'codes' or 'items', got {encoder_input!r}")
+        if encoder_attention not in ("bidirectional", "causal"):
+            raise ValueError(f"TIGER.encoder_attention must be 'bidirectional' or 'causal', got {encoder_attention!r}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"TIGER.label_smoothing must be in [0, 1), got {label_smoothing}")
         self.semantic_ids = semantic_ids
@@ -136,7 +144,8 @@ class TIGER(Recommender):
         self.settings = dict(num_layers=num_layers, num_decoder_layers=num_decoder_layers, d_model=d_model,
                              num_heads=num_heads, d_kv=d_kv, d_ff=d_ff, dropout=dropout, user_buckets=user_buckets,
                              max_history=max_history, num_beams=num_beams, label_smoothing=label_smoothing,
-                             encoder_input=encoder_input, decode_batch_size=decode_batch_size)
+                             encoder_input=encoder_input, encoder_attention=encoder_attention,
+                             decode_batch_size=decode_batch_size)
         self.config = T5Config(
             vocab_size=self.first_user_token + user_buckets, d_model=d_model, d_kv=d_kv, d_ff=d_ff,
             num_layers=num_layers, num_decoder_layers=num_decoder_layers, num_heads=num_heads, dropout_rate=dropout,
@@ -185,45 +194,106 @@ class TIGER(Recommender):
             users: LongTensor [B] of user indices, or None (no user token).
         """
         history = history[:, -self.settings["max_history"]:]
-        batch, length = history.shape
-        per_item = self.settings["encoder_input"] == "items"
-        width = 1 if per_item else self.num_levels
-        tokens = self.item_tokens[history]  # [B, H, C]; padding rows are PAD
-        if not per_item:
-            tokens = tokens.view(batch, length * self.num_levels, 1)
+        tokens = self._position_tokens(history)  # [B, P, T]
         if users is not None and self.settings["user_buckets"]:
-            if len(self.user_tokens) == 0:
-                raise ValueError("TIGER got user indices but has no user ids; call set_user_ids(...) first")
-            user = torch.full_like(tokens[:, :1], PAD)
-            tokens = torch.cat([user, tokens], 1)
-            slot = (history == 0).sum(1) * width  # the position right before the first item
-            tokens[torch.arange(batch, device=tokens.device), slot, 0] = self.user_tokens[users]
+            slot = (tokens[..., 0] == PAD).sum(1)  # after one more column: the position before the first item
+            tokens = torch.cat([torch.full_like(tokens[:, :1], PAD), tokens], 1)
+            tokens[torch.arange(len(tokens), device=tokens.device), slot] = self._user_position(users, tokens.shape[2])[:, 0]
+        return self._inputs(tokens)
+
+    def _position_tokens(self, items: torch.Tensor) -> torch.Tensor:
+        """Encoder tokens [B, P, T] of padded item indices [B, H]: T = C tokens summed at one position
+        per item (``items``), or T = 1 token at each of the H * C positions (``codes``)."""
+        tokens = self.item_tokens[items]  # [B, H, C]; padding rows are PAD
+        if self.settings["encoder_input"] == "codes":
+            tokens = tokens.reshape(items.shape[0], -1, 1)
+        return tokens
+
+    def _user_position(self, users: torch.Tensor, width: int) -> torch.Tensor:
+        """The user token's encoder position [B, 1, T] (PAD in the other T - 1 slots)."""
+        if len(self.user_tokens) == 0:
+            raise ValueError("TIGER got user indices but has no user ids; call set_user_ids(...) first")
+        user = torch.full((len(users), 1, width), PAD, dtype=torch.long, device=users.device)
+        user[:, 0, 0] = self.user_tokens[users]
+        return user
+
+    def _inputs(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``input_ids`` or ``inputs_embeds`` and ``attention_mask`` of encoder tokens [B, P, T]; positions
+        that are padding in every row (at either end) are dropped."""
         mask = tokens[..., 0] != PAD
-        first = int(mask.any(0).float().argmax())  # drop positions that are padding in every row
-        tokens, mask = tokens[:, first:], mask[:, first:]
-        if not per_item:
+        keep = mask.any(0)
+        tokens, mask = tokens[:, keep], mask[:, keep]
+        if self.settings["encoder_input"] == "codes":
             return {"input_ids": tokens[..., 0], "attention_mask": mask}
         return {"inputs_embeds": self.t5.shared(tokens).sum(2), "attention_mask": mask}
+
+    def encode(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Encoder states [B, P, D] of :meth:`encoder_inputs`; with ``encoder_attention = "causal"`` each
+        position sees only itself and the positions before it."""
+        if self.settings["encoder_attention"] == "causal":
+            mask = inputs["attention_mask"]
+            length = mask.shape[1]
+            causal = torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()
+            inputs = {**inputs, "attention_mask": additive_mask(causal & mask[:, None, :])[:, None]}
+        return self.t5.get_encoder()(**inputs).last_hidden_state
 
     def level_log_probs(self, logits: torch.Tensor, level: int | None = None) -> torch.Tensor:
         """Log-softmax over each level's codes only: logits [..., C, V] (or [R, V] at ``level``)."""
         mask = self.level_mask if level is None else self.level_mask[level]
         return logits.float().masked_fill(~mask, float("-inf")).log_softmax(-1)
 
-    def forward(self, history: torch.Tensor, target: torch.Tensor,
-                user: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher-forced logits [B, C, V] of the target codes and the mean per-code loss.
+    def forward(self, history: torch.Tensor | None = None, target: torch.Tensor | None = None,
+                user: torch.Tensor | None = None, items: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, users: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced logits [R, C, V] of R target items' codes and the mean per-code loss.
 
-        Args:
+        Either one target per example (:class:`genrec.data.generative.NextItemPrefixes`):
             history: LongTensor [B, H], left-padded item indices.
-            target: LongTensor [B], the next item.
+            target: LongTensor [B], the next item (R = B).
             user: LongTensor [B] user indices, or None.
+        or, with ``encoder_attention = "causal"``, every target of a window at once
+        (:class:`genrec.data.windows.SequenceWindows` with ``with_user=True``):
+            items: LongTensor [B, L], right-padded item indices.
+            labels: LongTensor [B, L + 1]: label j is the item after the user and items 0..j-1, -100 where
+                there is none (R = the labelled positions; label 0 needs the user token).
+            users: LongTensor [B] user indices.
+        The decoder of the target at label j cross-attends to the encoder positions of the user and
+        items 0..j-1 only, which the causal encoder computed without seeing later items.
         """
-        labels = self.item_tokens[target]  # [B, C]
-        start = torch.full_like(labels[:, :1], EOS)
-        out = self.t5(**self.encoder_inputs(history, user), decoder_input_ids=torch.cat([start, labels[:, :-1]], 1), use_cache=False)
-        log_probs = self.level_log_probs(out.logits)  # [B, C, V]
-        nll = -log_probs.gather(-1, labels[..., None]).squeeze(-1)
+        if items is not None:
+            return self._window_loss(items, labels, users)
+        inputs = self.encoder_inputs(history, user)
+        return self._code_loss(self.encode(inputs), inputs["attention_mask"], target)
+
+    def _window_loss(self, items: torch.Tensor, labels: torch.Tensor,
+                     users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.settings["encoder_attention"] != "causal":
+            raise ValueError("window batches need TIGER.encoder_attention = 'causal'; a bidirectional encoder "
+                             "trains on NextItemPrefixes (history, target) examples")
+        tokens = self._position_tokens(items[:, -self.settings["max_history"]:])
+        width = self.num_levels if self.settings["encoder_input"] == "codes" else 1
+        labels = labels[:, -(items.shape[1] + 1):].clone()
+        prefix = int(self.settings["user_buckets"] > 0)
+        if prefix:
+            tokens = torch.cat([self._user_position(users, tokens.shape[2]), tokens], 1)
+        else:
+            labels[:, 0] = -100  # nothing to predict the first item from
+        inputs = self._inputs(tokens)
+        rows, slot = (labels != -100).nonzero(as_tuple=True)
+        encoded = self.encode(inputs)  # [B, P, D]
+        visible = torch.arange(encoded.shape[1], device=items.device) < (prefix + slot * width)[:, None]  # [R, P]
+        return self._code_loss(encoded[rows], additive_mask(visible)[:, None, None, :], labels[rows, slot])
+
+    def _code_loss(self, encoded: torch.Tensor, encoder_mask: torch.Tensor,
+                   target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced logits [R, C, V] and the mean per-code loss of targets [R] given encoder states
+        [R, P, D] and their mask (2D [R, P] or additive [R, 1, 1, P])."""
+        codes = self.item_tokens[target]  # [R, C]
+        start = torch.full_like(codes[:, :1], EOS)
+        out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=encoded), attention_mask=encoder_mask,
+                      decoder_input_ids=torch.cat([start, codes[:, :-1]], 1), use_cache=False)
+        log_probs = self.level_log_probs(out.logits)  # [R, C, V]
+        nll = -log_probs.gather(-1, codes[..., None]).squeeze(-1)
         smoothing = self.settings["label_smoothing"]
         if smoothing:
             uniform = -log_probs.masked_fill(~self.level_mask, 0.0).sum(-1) / self.level_mask.sum(-1)
@@ -272,7 +342,7 @@ class TIGER(Recommender):
         """Trie-constrained beam search for a batch of encoder inputs: items [B, K], scores [B, K]."""
         mask = inputs["attention_mask"]
         batch = mask.shape[0]
-        encoded = self.t5.get_encoder()(**inputs).last_hidden_state  # [B, L, D]
+        encoded = self.encode(inputs)  # [B, L, D]
         cache, cache_name = EncoderDecoderCache(DynamicCache(), DynamicCache()), cache_argument(self.t5)
         start = torch.full((batch, 1), EOS, dtype=torch.long, device=mask.device)
         out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=encoded), attention_mask=mask,

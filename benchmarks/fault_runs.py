@@ -110,7 +110,7 @@ def run_family(tally: Tally, rng, work: Path, rounds: int) -> None:
         tally.add("runs", fault, *run_outcome(run, result, ref_log, ref_metrics))
 
 
-VOLATILE = {"train_seconds", "eval_seconds", "test_seconds", "peak_rss_mib", "load_average", "torch_threads"}
+VOLATILE = {"train_seconds", "eval_seconds", "test_seconds", "peak_rss_mib", "load_average", "torch_threads", "sha256"}
 """metrics.json keys that differ between identical runs (timings, memory, machine load)."""
 
 

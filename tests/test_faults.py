@@ -13,6 +13,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import gin
 import numpy as np
 import pytest
 import torch
@@ -27,6 +28,8 @@ from genrec.models import CLLM4Rec, LCRec, MostPopular
 from genrec.models.content import PretrainedLMContent
 from genrec.semantic_ids import SemanticIDs, SemanticIDsError
 from genrec.semantic_ids import embed as embed_module
+from genrec.data.windows import SequenceWindows
+from genrec.training import fit
 from genrec.training.checkpoint import load_tensors, save_tensors
 from genrec.training.run_folder import RunLog
 
@@ -202,6 +205,49 @@ def test_corrupt_checkpoint_and_torn_log_line(tmp_path):
     log.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')  # killed mid-write
     RunLog(log, enabled=True).truncate_after(2)
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2]
+
+
+def _tiny_fit(run_dir, **bindings):
+    """The shared loop on a 3-weight regression, settings bound through gin as the trainers do."""
+    class Pairs(torch.utils.data.TensorDataset):
+        def __getitem__(self, i):
+            x, y = super().__getitem__(i)
+            return {"x": x, "y": y}
+
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 1)
+
+        def forward(self, x, y):
+            return None, ((self.lin(x).squeeze(-1) - y) ** 2).mean()
+
+    def evaluate(model, which, accelerator):
+        return {"neg_loss": -float(model.lin.weight.abs().sum())}
+
+    gin.clear_config()
+    gin.parse_config([f"fit.{k} = {v!r}" for k, v in {"max_epochs": 2, "batch_size": 8, **bindings}.items()])
+    torch.manual_seed(0)
+    x = torch.randn(32, 3, generator=torch.Generator().manual_seed(0))
+    try:
+        return fit(Linear(), Pairs(x, x.sum(1)), evaluate, run_dir=run_dir, info={}, seed=1, metric="neg_loss")
+    finally:
+        gin.clear_config()
+
+
+def test_a_corrupt_metrics_json_is_evaluated_again_and_logged_once(tmp_path, capsys):
+    first = _tiny_fit(tmp_path / "run")
+    metrics = tmp_path / "run" / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"best_step": ', '"best_step": 1', 1))  # valid JSON, wrong value
+    again = _tiny_fit(tmp_path / "run")
+    assert "disagrees with the checkpoint" in capsys.readouterr().err
+    assert again["test"] == first["test"] and json.loads(metrics.read_text())["best_step"] == first["best_step"]
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert sum("test" in record for record in records) == 1
+    with pytest.raises(ValueError, match=r"fit.mixed_precision = 'fp8' cannot work"):
+        _tiny_fit(tmp_path / "fp8", mixed_precision="fp8")
+    with pytest.raises(ValueError, match=r"window stride must be in 1..max_history \(3\), got 0"):
+        SequenceWindows([np.arange(1, 6)], 3, 0)
 
 
 # --- model APIs -----------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ class SequenceWindows(Dataset):
 
     def __init__(self, sequences: Sequence[np.ndarray], max_history: int, stride: int | None = None,
                  with_user: bool = False):
-        stride = stride or max_history
+        stride = max_history if stride is None else stride  # 0 is an error, not the default
         if max_history < 1 or not 1 <= stride <= max_history:
             raise ValueError(f"window stride must be in 1..max_history ({max_history}), got {stride}")
         self.with_user = with_user

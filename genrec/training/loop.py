@@ -58,7 +58,7 @@ from genrec.io import atomic_write_text
 from genrec.progress import progress
 from genrec.training.checkpoint import (load_checkpoint, load_tensors, load_trainable_state, save_checkpoint,
                                         save_tensors, trainable_state_dict)
-from genrec.training.run_folder import RunLog, check_config, finished_metrics, run_folder_lock
+from genrec.training.run_folder import RunLog, check_config, finished_metrics, run_folder_lock, seal_metrics
 from genrec.training.trackers import check_tracker, start_tracker, stop_tracker, tracker_settings
 
 __all__ = ["fit", "lr_lambda", "peak_memory", "seed_everything"]
@@ -106,6 +106,8 @@ def peak_memory() -> dict[str, float]:
 
 
 def _mixed_precision(choice: str) -> str:
+    if choice not in ("auto", "no", "fp16", "bf16"):
+        raise ValueError(f"fit.mixed_precision = {choice!r} cannot work; use 'auto', 'no', 'fp16' or 'bf16'")
     if choice != "auto":
         return choice
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
@@ -366,6 +368,7 @@ def fit(
         }
         if main:
             log.write(step=state["step"], epoch=state["epoch"], test=test)
+            result = seal_metrics(result)  # + its own sha256: a corrupted metrics.json is never reported
             atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
         accelerator.wait_for_everyone()
         stop_tracker(accelerator)

@@ -9,8 +9,9 @@
   resume; a torn line (a kill mid-write) is dropped, never an error, and so is a test record (test
   is evaluated again whenever a run goes on, and its record written once).
 * :func:`finished_metrics`: a finished run's ``metrics.json``, reported instead of evaluated again
-  when it agrees with the checkpoint (valid metrics, steps) and with the test record of ``log.jsonl``;
-  an edited or corrupt one is said so and test is evaluated again.
+  when it matches its own ``sha256`` (:func:`seal_metrics`: the fingerprint of every other key) and
+  agrees with the checkpoint (valid metrics, steps) and with the test record of ``log.jsonl``; an
+  edited or corrupt one is said so and test is evaluated again.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from genrec.io import LockedError, atomic_write_text, file_lock
+from genrec.io import LockedError, atomic_write_text, file_lock, fingerprint
 
-__all__ = ["RunFolderBusy", "RunLog", "check_config", "config_identity", "finished_metrics", "run_folder_lock"]
+__all__ = ["RunFolderBusy", "RunLog", "check_config", "config_identity", "finished_metrics", "run_folder_lock",
+           "seal_metrics"]
 
 
 class RunFolderBusy(RuntimeError):
@@ -110,11 +112,18 @@ def finished_metrics(run_dir: Path, state: dict[str, Any]) -> dict[str, Any] | N
         metrics = None  # torn or unreadable: evaluate test again and rewrite it
     tests = [record["test"] for record in _records(run_dir / "log.jsonl") if "test" in record]
     if (isinstance(metrics, dict) and tests and metrics.get("test") == tests[-1]
+            and metrics.get("sha256", "") in ("", seal_metrics(metrics)["sha256"])  # files before seals had none
             and metrics.get("valid") == state.get("best_valid") and metrics.get("steps") == state.get("step")):
         return metrics
     print(f"genrec: {path} is unreadable or disagrees with the checkpoint and log.jsonl (edited or corrupt); "
           "evaluating test again", file=sys.stderr)
     return None
+
+
+def seal_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with ``sha256``: the fingerprint of every other key (as JSON), checked when reported again."""
+    body = {key: value for key, value in metrics.items() if key != "sha256"}
+    return {**body, "sha256": fingerprint(json.loads(json.dumps(body)))}
 
 
 def _records(path: Path) -> list[dict[str, Any]]:

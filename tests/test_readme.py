@@ -133,6 +133,22 @@ def test_recommendations_printed_by_the_serving_snippets_are_catalogue_items(wor
     capsys.readouterr()
 
 
+@pytest.mark.parametrize("line, code, skip", blocks("gin"), ids=[f"README.md:{line}" for line, _, _ in blocks("gin")])
+def test_gin_examples_parse_from_another_directory(line, code, skip, workdir, monkeypatch):
+    """A config the README suggests writing parses (its include found from any directory), and the
+    SASRec trainer's data step accepts it."""
+    import gin
+
+    import genrec.trainers.sasrec_trainer  # noqa: F401  (registers train_sasrec, which the config binds)
+    from genrec.training import experiment
+
+    monkeypatch.chdir(workdir)
+    (workdir / "example.gin").write_text(code, encoding="utf-8")
+    parse_gin(["example.gin"], ["experiment.k_core = None", "experiment.min_rating = None"])  # 6 rows of mydata
+    assert gin.query_parameter("experiment.dataset") == "recbole:mydata"
+    assert experiment().interactions.num_users == 2
+
+
 def test_the_mydata_example_loads_as_the_readme_says(workdir, monkeypatch):
     monkeypatch.chdir(workdir)
     interactions, catalog = load_dataset("recbole:mydata")

@@ -75,6 +75,13 @@ BAD_GIN = [  # (trainer, binding, a word the message must contain)
     ("rqvae", "train_rqvae.codebook_sizes = [0, 8]", "codebook_sizes"),
     ("rqvae", "train_rqvae.collision_strategy = 'magic'", "collision_strategy"),
     ("rqvae", "RQVAE.latent_dim = 0", "latent_dim"),
+    ("sasrec", "experiment.k_core = 0", "k_core"), ("sasrec", "experiment.k_core = 'five'", "k_core"),
+    ("sasrec", "experiment.min_rating = 'high'", "min_rating"), ("sasrec", "experiment.max_history = 0", "max_history"),
+    ("sasrec", "experiment.protocol = 'partial'", "protocol"), ("sasrec", "experiment.eval_batch_size = 0", "eval_batch_size"),
+    ("sasrec", "experiment.num_negatives = 0", "num_negatives"), ("sasrec", "experiment.eval_rows = -1", "eval_rows"),
+    ("sasrec", "experiment.dataset = 'recbole:/no/such/folder'", "/no/such/folder"),
+    ("sasrec", "fit.num_workers = -1", "num_workers"), ("sasrec", "fit.max_epochs = 1.5", "max_epochs"),
+    ("sasrec", "train_sasrec.seed = 'lucky'", "seed"), ("rqvae", "train_rqvae.seed = -1", "seed"),
 ]
 
 

@@ -93,8 +93,6 @@ class SASRec(Recommender):
         for name, value in sizes.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"SASRec.{name} = {value!r} cannot work; it must be an int >= 1")
-        if hidden_size % num_heads:
-            raise ValueError(f"SASRec.hidden_size ({hidden_size}) must be a multiple of SASRec.num_heads ({num_heads})")
         for name, value in {"dropout": dropout, "attn_dropout": attn_dropout}.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
                 raise ValueError(f"SASRec.{name} = {value!r} cannot work; it must be a number in [0, 1)")

@@ -21,6 +21,7 @@ side by side: ``test.ndcg@10`` (main) and ``test.sampled.hit@10``, ``test.sample
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -155,6 +156,9 @@ def experiment(
             :meth:`Experiment.evaluate_scores` (e.g. ``["sampled"]``); the same rows, negatives and
             masking. Models evaluated from ranked lists (``evaluate_ranked``) ignore them.
     """
+    _check_settings(min_rating=min_rating, k_core=k_core, max_history=max_history, eval_batch_size=eval_batch_size,
+                    generate_batch_size=generate_batch_size, num_negatives=num_negatives,
+                    negatives_seed=negatives_seed, eval_rows=eval_rows)
     extra_protocols = list(extra_protocols)
     for name in extra_protocols:
         if name not in PROTOCOLS or name == protocol or extra_protocols.count(name) > 1:
@@ -198,3 +202,23 @@ def _sample_rows(eval_set: EvalSet, rows: int | None, seed: int) -> EvalSet:
         raise ValueError(f"experiment.eval_rows must be >= 1 or None, got {rows}")
     keep = np.sort(np.random.default_rng(seed).choice(len(eval_set), rows, replace=False))
     return EvalSet(eval_set.users[keep], [eval_set.histories[i] for i in keep], eval_set.targets[keep])
+
+
+_OPTIONAL = {"min_rating", "k_core", "max_history", "eval_rows"}
+
+
+def _check_settings(**settings) -> None:
+    """Raises ValueError naming the ``experiment.*`` binding whose value cannot work: ``min_rating`` a
+    finite number, ``negatives_seed`` an int >= 0, every other one an int >= 1 (the optional ones or None)."""
+    for name, value in settings.items():
+        if value is None and name in _OPTIONAL:
+            continue
+        if name == "min_rating":
+            good = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            need = "a finite number"
+        else:
+            low = 0 if name == "negatives_seed" else 1
+            good, need = isinstance(value, int) and not isinstance(value, bool) and value >= low, f"an int >= {low}"
+        if not good:
+            optional = ", or None" if name in _OPTIONAL else ""
+            raise ValueError(f"experiment.{name} = {value!r} cannot work; it must be {need}{optional}")

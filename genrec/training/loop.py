@@ -68,8 +68,12 @@ Evaluate = Callable[[torch.nn.Module, str, Accelerator], dict[str, Any]]
 
 
 def seed_everything(seed: int) -> None:
-    """Seeds python, numpy and torch (all devices)."""
+    """Seeds python, numpy and torch (all devices); ``seed`` is an int in 0..2**32-1 (numpy's range)."""
     import random
+
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed = {seed!r} cannot work; it must be an int in 0..{2**32 - 1} (bind the trainer's seed, "
+                         "e.g. train_sasrec.seed = 2020)")
 
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -137,7 +137,8 @@ def test_run_binds_category_evaluation_split_and_run_folder(clean_gin):
     assert default_run_dir("config/lcrec/amazon/rqvae.gin", "beauty") == Path("runs/lcrec/amazon/rqvae/beauty")
 
 
-def test_amazon_folder_and_category_forms(tmp_path):
+def test_amazon_folder_and_category_forms(tmp_path, monkeypatch):
+    monkeypatch.delenv("GENREC_AMAZON_DIR", raising=False)
     write_amazon(tmp_path / "raw" / "amazon")
     write_amazon(tmp_path / "raw" / "amazon", category="Toys_and_Games", users=10)
     by_name = load_dataset("amazon:beauty", root=tmp_path)[0]
@@ -149,13 +150,19 @@ def test_amazon_folder_and_category_forms(tmp_path):
         load_dataset(f"amazon:{tmp_path / 'raw' / 'amazon'}")  # two categories: name one
     message = (r"reviews_Sports_and_Outdoors_5.json.gz: file not found; download https://snap.stanford.edu/\S+/"
                r"reviews_Sports_and_Outdoors_5.json.gz and \S+/meta_Sports_and_Outdoors.json.gz into ")
-    with pytest.raises(DatasetFileError, match=message):
+    with pytest.raises(DatasetFileError, match=message + ".*GENREC_AMAZON_DIR=<folder>"):
         load_dataset("amazon:sports", root=tmp_path)
+    write_amazon(tmp_path / "elsewhere", category="Sports_and_Outdoors", users=12)
+    monkeypatch.setenv("GENREC_AMAZON_DIR", str(tmp_path / "elsewhere"))  # the user's folder, for every category
+    assert load_dataset("amazon:sports", root=tmp_path)[0].num_users == 12
+    with pytest.raises(DatasetFileError, match=f"{tmp_path / 'elsewhere' / 'reviews_Beauty_5.json.gz'}: file not"):
+        load_dataset("amazon:beauty", root=tmp_path)
 
 
 def _cli(args, tmp_path, **env):
+    base = {key: value for key, value in os.environ.items() if key != "GENREC_AMAZON_DIR"}
     return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+                          env={**base, "OMP_NUM_THREADS": "1", **env})
 
 
 @pytest.mark.parametrize("command", SEED_COMMANDS, ids=lambda command: command[1])
@@ -180,10 +187,11 @@ def test_sasrec_and_rqvae_run_on_a_fixture_category(tmp_path):
     assert metrics["num_users"] == 30 and metrics["num_items"] == 20
 
     proc = _cli(["genrec/trainers/rqvae_trainer.py", "config/lcrec/amazon/rqvae.gin", "--split", "beauty",
-                 "--gin", data, "--gin", "RQVAE.codebook_sizes = [4, 4, 4, 4]", "--gin", "fit.max_epochs = 2",
+                 "--gin", "RQVAE.codebook_sizes = [4, 4, 4, 4]", "--gin", "fit.max_epochs = 2",
                  "--gin", "fit.eval_every_epochs = 1", "--run-dir", str(tmp_path / "rqvae"), "--threads", "1"],
-                tmp_path)
+                tmp_path, GENREC_AMAZON_DIR=str(folder))  # the folder given once for every config
     assert proc.returncode == 0, proc.stderr[-3000:]
     ids = json.loads((tmp_path / "rqvae" / "semantic_ids.json").read_text())
     assert ids["codebook_sizes"][:3] == [4, 4, 4]
-    assert "amazon:" in (tmp_path / "rqvae" / "config.gin").read_text()
+    assert "experiment.dataset = 'amazon:beauty'" in (tmp_path / "rqvae" / "config.gin").read_text()
+    assert json.loads((tmp_path / "rqvae" / "metrics.json").read_text())["num_items"] == 20

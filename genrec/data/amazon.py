@@ -12,9 +12,10 @@ Nothing here reads a file: :mod:`genrec.data.datasets` resolves ``amazon:<name>`
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-__all__ = ["AMAZON_CATEGORIES", "expected_files", "category_file_name", "short_name"]
+__all__ = ["AMAZON_CATEGORIES", "amazon_folder", "category_file_name", "expected_files", "short_name"]
 
 AMAZON_CATEGORIES: dict[str, str] = {
     "beauty": "Beauty",
@@ -63,6 +64,13 @@ def category_file_name(name: str) -> str:
     unknown name is returned as given, so a category this table lacks works by its exact file name."""
     short = short_name(name)
     return AMAZON_CATEGORIES[short] if short is not None else name
+
+
+def amazon_folder(root: Path) -> Path:
+    """Where ``amazon:<category>`` reads: ``$GENREC_AMAZON_DIR`` when set (read on every call, so a
+    model trainer and the RQ-VAE run it starts see the same folder), else ``<root>/raw/amazon``."""
+    configured = os.environ.get("GENREC_AMAZON_DIR")
+    return Path(configured).expanduser() if configured else root / "raw" / "amazon"
 
 
 def expected_files(category: str, folder: Path) -> tuple[Path, Path]:

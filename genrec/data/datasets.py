@@ -7,7 +7,8 @@
 - ``"<scheme>:<argument>"`` with a scheme of :data:`SCHEMES`:
   ``amazon:<folder>`` (a folder holding one ``reviews_<Category>_5.json.gz`` and its
   ``meta_<Category>.json.gz``), ``amazon:<folder>/<category>`` (that category's files in a folder
-  holding several) or ``amazon:<category>`` (those files in ``<root>/raw/amazon/``); a category by
+  holding several) or ``amazon:<category>`` (those files in ``$GENREC_AMAZON_DIR``, else
+  ``<root>/raw/amazon/``: :func:`genrec.data.amazon.amazon_folder`); a category by
   its short name (``beauty``, :data:`genrec.data.amazon.AMAZON_CATEGORIES`) or file name (``Beauty``),
   ``recai:<folder>`` (``metadata.json`` + ``sequential_data.txt``) and ``recbole:<folder>``
   (RecBole atomic files ``<folder>/<folder name>.inter`` and ``.item``).
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from genrec import assets
-from genrec.data.amazon import category_file_name, expected_files, short_name
+from genrec.data.amazon import amazon_folder, category_file_name, expected_files, short_name
 from genrec.data.catalog import ItemCatalog, restore_article
 from genrec.data.interactions import Interactions
 from genrec.data.readers import AMAZON_URL, DatasetFileError, InteractionLog, read_amazon, read_recai, read_recbole
@@ -123,17 +124,18 @@ def _amazon(argument: str, root: Path) -> InteractionLog:
         if not (folder.parent.is_dir() and named):
             raise DatasetFileError(folder, "folder not found", "give a folder holding the Amazon files, "
                                    "<folder>/<category> (e.g. data/amazon/beauty), or a category name whose files "
-                                   f"are in {root / 'raw' / 'amazon'}")
+                                   f"are in {amazon_folder(root)}")
         category, folder = category_file_name(folder.name), folder.parent
     else:
-        category, folder = category_file_name(argument), root / "raw" / "amazon"
+        category, folder = category_file_name(argument), amazon_folder(root)
     reviews, meta = expected_files(category, folder)
     missing = [path for path in (reviews, meta) if not path.is_file()]
     if missing:
         urls = " and ".join(AMAZON_URL + path.name for path in missing)
         raise DatasetFileError(missing[0], "file not found", f"download {urls} into {folder} "
                                f"(Amazon review data 2014: {category} needs {reviews.name} and "
-                               f"{meta.name}), or name the folder that holds them: amazon:<folder>/<category>")
+                               f"{meta.name}), or name the folder that holds them: GENREC_AMAZON_DIR=<folder> or "
+                               "amazon:<folder>/<category>")
     return read_amazon(reviews, meta, f"amazon-{category}")
 
 

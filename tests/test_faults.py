@@ -246,7 +246,7 @@ def test_a_corrupt_metrics_json_is_evaluated_again_and_logged_once(tmp_path, cap
     assert sum("test" in record for record in records) == 1
     with pytest.raises(ValueError, match=r"fit.mixed_precision = 'fp8' cannot work"):
         _tiny_fit(tmp_path / "fp8", mixed_precision="fp8")
-    with pytest.raises(ValueError, match=r"window stride must be in 1..max_history \(3\), got 0"):
+    with pytest.raises(ValueError, match=r"window_stride\) must be in 1..max_history \(3\), got 0"):
         SequenceWindows([np.arange(1, 6)], 3, 0)
 
 

@@ -57,7 +57,8 @@ class SequenceWindows(Dataset):
                  with_user: bool = False):
         stride = max_history if stride is None else stride  # 0 is an error, not the default
         if max_history < 1 or not 1 <= stride <= max_history:
-            raise ValueError(f"window stride must be in 1..max_history ({max_history}), got {stride}")
+            raise ValueError(f"window stride (a trainer's window_stride) must be in 1..max_history ({max_history}), "
+                             f"got {stride}")
         self.with_user = with_user
         prefix = int(with_user)  # positions before the first item: the user's
         width = max_history + prefix  # label width

@@ -16,8 +16,9 @@ outcome classes):
   moved, re-run finished, run with another config, or started while the folder is locked;
 * ``gin``: the SASRec and RQ-VAE trainers (in-process, through :func:`genrec.config.run`) with bad values;
 * ``concurrent``: two SASRec trainers started at once on one run folder;
-* ``kill``: SASRec and RQ-VAE debug trainers killed (SIGKILL) at a random step and resumed; the
-  resumed run's ``log.jsonl`` and ``metrics.json`` must equal an uninterrupted run's.
+* ``kill``: the SASRec, RQ-VAE, content (NRMS) and CLLM4Rec debug trainers (shortened) killed
+  (SIGKILL) at a random step and resumed; the resumed run's ``log.jsonl`` and ``metrics.json`` must
+  equal an uninterrupted run's (LC-Rec and TIGER are not in the sweep: minutes per run).
 
 Prints one JSON line: counts (tried, clear, traceback, silent, lost, unclear), counts per family, the
 cases that were not clear, seconds, the load average and thread counts.
@@ -52,6 +53,10 @@ OUTCOMES = ("clear", "traceback", "silent", "lost", "unclear")
 SASREC = ["genrec/trainers/sasrec_trainer.py", "config/sasrec/ml100k_debug.gin", "--gin", "fit.max_steps = 40",
           "--gin", "fit.batch_size = 64", "--gin", "fit.eval_every_steps = 10", "--gin", "fit.eval_every_epochs = 1000"]
 RQVAE = ["genrec/trainers/rqvae_trainer.py", "config/rqvae/ml100k_debug.gin"]
+CONTENT = ["genrec/trainers/content_trainer.py", "config/content/ml100k/nrms_debug.gin", "--gin", "fit.max_steps = 30",
+           "--gin", "fit.eval_every_steps = 10"]
+CLLM4REC = ["genrec/trainers/cllm4rec_trainer.py", "config/cllm4rec/ml100k_debug.gin", "--gin", "fit.max_steps = 8",
+            "--gin", "fit.eval_every_steps = 4"]
 
 BAD_GIN = [  # (trainer, binding, a word the message must contain)
     ("sasrec", "fit.max_steps = 0", "max_steps"), ("sasrec", "fit.max_steps = -1", "max_steps"),
@@ -156,14 +161,17 @@ def concurrent_family(tally: Tally, work: Path, count: int, reference: tuple[str
 
 def kill_family(tally: Tally, rng: random.Random, work: Path, name: str, command: list[str], count: int,
                 reference: tuple[str, str]) -> None:
-    """SIGKILL a trainer after a random number of log records (0 = while starting), then resume it."""
+    """SIGKILL a trainer after a random number of log records (0 = while starting) or once its first
+    checkpoint exists, plus a random delay, then resume it."""
     total = len(reference[0].splitlines())
     for n in range(count):
         run_dir = work / f"kill-{name}{n}"
         target, delay = rng.randrange(0, max(1, total - 2)), rng.random() * 1.5
+        at_checkpoint = rng.random() < 0.5
         process = _start(command, run_dir)
-        log = run_dir / "log.jsonl"
-        while process.poll() is None and (not log.exists() or len(log.read_text().splitlines()) < target):
+        log, checkpoint = run_dir / "log.jsonl", run_dir / "checkpoint.safetensors"
+        while process.poll() is None and not (checkpoint.exists() if at_checkpoint else
+                                              log.exists() and len(log.read_text().splitlines()) >= target):
             time.sleep(0.05)
         time.sleep(delay)
         if process.poll() is not None:
@@ -172,7 +180,7 @@ def kill_family(tally: Tally, rng: random.Random, work: Path, name: str, command
         os.kill(process.pid, signal.SIGKILL)
         process.communicate()
         code, err = _finish(_start(command, run_dir))
-        case = f"{name} killed after {target} records + {delay:.1f} s"
+        case = f"{name} killed {'at its first checkpoint' if at_checkpoint else f'after {target} records'} + {delay:.1f} s"
         if "Traceback" in err or code != 0:
             tally.add("kill", case, "traceback" if "Traceback" in err else "unclear", err.strip()[-300:])
             continue
@@ -180,7 +188,7 @@ def kill_family(tally: Tally, rng: random.Random, work: Path, name: str, command
 
 
 def sweep(tally: Tally, rng: random.Random, work: Path, quick: bool) -> None:
-    """Every family in turn; ``quick`` runs fewer cases and no RQ-VAE kills."""
+    """Every family in turn; ``quick`` runs fewer cases and kills only SASRec."""
     for name, family in (("data", lambda w: data_family(tally, rng, w, 1 if quick else 3)),
                          ("assets", lambda w: assets_family(tally, rng, w, 4 if quick else 12)),
                          ("caches", lambda w: cache_family(tally, rng, w, 4 if quick else 10, 2 if quick else 5)),
@@ -194,6 +202,8 @@ def sweep(tally: Tally, rng: random.Random, work: Path, quick: bool) -> None:
     kill_family(tally, rng, work, "sasrec", SASREC, 1 if quick else 3, sasrec_ref)
     if not quick:
         kill_family(tally, rng, work, "rqvae", RQVAE, 3, _reference(RQVAE, work / "rqvae-reference"))
+        kill_family(tally, rng, work, "content", CONTENT, 2, _reference(CONTENT, work / "content-reference"))
+        kill_family(tally, rng, work, "cllm4rec", CLLM4REC, 1, _reference(CLLM4REC, work / "cllm4rec-reference"))
 
 
 def main() -> None:

@@ -282,6 +282,22 @@ def test_lcrec_refuses_semantic_ids_that_lack_an_item_or_differ(saved_lcrec, tmp
             LCRec.from_pretrained(broken)
 
 
+def test_lcrec_refuses_damaged_llm_files(saved_lcrec, tmp_path):
+    _, folder, _ = saved_lcrec
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for path in folder.iterdir():
+        (broken / path.name).symlink_to(path) if path.name != "llm" else (broken / "llm").mkdir()
+    for path in (folder / "llm").iterdir():
+        (broken / "llm" / path.name).write_bytes(path.read_bytes())
+    weights = broken / "llm" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"model.safetensors does not match the sha256 recorded .* save the model again"):
+        LCRec.from_pretrained(broken)
+
+
 def test_recommend_refuses_no_histories_and_k_beyond_the_catalogue(saved_lcrec, tiny_llama):
     model, _, interactions = saved_lcrec
     history = [interactions.item_ids[1], interactions.item_ids[2]]

@@ -28,7 +28,8 @@ and ``llm/`` (the fine-tuned LLM and its tokenizer, or the LoRA adapter over the
 :meth:`from_pretrained` rebuilds it through the constructor and :meth:`attach`. ``lcrec.json``
 records the catalogue the model was saved with (item count and a sha256 of the item ids, codes and
 codebook sizes), so a ``semantic_ids.json`` that lacks an item or disagrees with the model is
-refused, never decoded into other items.
+refused, never decoded into other items; and the size and sha256 of every file of ``llm/``, so
+damaged weights or tokenizer files are refused by name instead of loaded.
 
 Shapes: B batch, K beams, L prompt length, C code levels, V vocabulary, N items.
 """
@@ -47,7 +48,7 @@ import numpy as np
 import torch
 
 from genrec.decoding import DECODERS, PrefixTrie, decode_items
-from genrec.io import atomic_write_text, fingerprint
+from genrec.io import atomic_write_text, file_manifest, fingerprint, manifest_problem
 from genrec.llm.finetune import causal_lm_loss, enable_activation_checkpointing
 from genrec.llm.lora import apply_lora, lora_settings
 from genrec.llm.pretrained import BUNDLED_LLM, load_causal_lm, load_tokenizer
@@ -357,7 +358,9 @@ class LCRec(Recommender):
         self.llm.save_pretrained(tmp / "llm")
         self.tokenizer.save_pretrained(tmp / "llm")
         self.semantic_ids.save(tmp / "semantic_ids.json")
-        record = {**self.settings, "catalogue": catalogue_record(self.semantic_ids)}
+        names = sorted(path.name for path in (tmp / "llm").iterdir() if path.is_file())
+        record = {**self.settings, "catalogue": catalogue_record(self.semantic_ids),
+                  "llm_files": file_manifest(tmp / "llm", names)}
         atomic_write_text(tmp / SETTINGS, json.dumps(record, indent=2) + "\n")
         if folder.exists():
             shutil.rmtree(folder)
@@ -378,6 +381,10 @@ class LCRec(Recommender):
         if not isinstance(settings, dict) or "pretrained_path" not in settings:
             raise ValueError(f"{folder / SETTINGS} is corrupt ({str(settings)[:80]}); save the model again "
                              "(save_pretrained) or re-run the LC-Rec trainer that wrote it")
+        problem = manifest_problem(folder / "llm", settings["llm_files"]) if "llm_files" in settings else None
+        if problem is not None:
+            raise ValueError(f"{problem}: the saved LLM differs from what was saved with {folder / SETTINGS}; save "
+                             "the model again, or re-run the LC-Rec trainer that wrote it")
         semantic_ids = SemanticIDs.read(folder / "semantic_ids.json")
         recorded, found = settings.get("catalogue"), catalogue_record(semantic_ids)
         if recorded is not None and recorded != found:

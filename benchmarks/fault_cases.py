@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from genrec.data import DatasetFileError, load_dataset
 from genrec.data.mind import read_mind_news
 from genrec.io import save_checked_array
 from genrec.llm import pretrained, tiny_causal_lm
+from genrec.models import CLLM4Rec, LCRec, SASRec
 from genrec.models.content import PretrainedLMContent
 from genrec.semantic_ids import SemanticIDs, SemanticIDsError
 from genrec.semantic_ids import embed as embed_module
@@ -356,3 +358,36 @@ def checkpoint_family(tally: Tally, rng, work: Path, rounds: int) -> None:
                 payload["fingerprint"] = "0" * 16
             path.write_text(json.dumps(payload))
         tally.refused("checkpoints", f"semantic_ids:{fault}", lambda: SemanticIDs.load(path, interactions), [path.name])
+
+
+# --- saved models ---------------------------------------------------------------------------------
+
+def model_family(tally: Tally, rng, work: Path, rounds: int) -> None:
+    """Saved SASRec, CLLM4Rec and LC-Rec folders with a random file damaged: from_pretrained must refuse
+    it by name, or load a model whose recommendations equal the undamaged one's."""
+    interactions, _ = load_dataset(write_recbole(work / "data", rng))
+    ids = list(interactions.item_ids)
+    history = [[ids[1], ids[2], ids[3]]]
+    llama = str(tiny_causal_lm(work / "llama", "llama", seed=2))
+    torch.manual_seed(0)
+    sasrec = SASRec(num_items=interactions.num_items, max_history=8, hidden_size=16, num_heads=2, inner_size=32)
+    sasrec.set_item_ids(ids)
+    cllm = CLLM4Rec(num_users=interactions.num_users, num_items=interactions.num_items, pretrained_path=llama, d_rec=8,
+                    max_history=4)
+    cllm.set_ids(list(interactions.user_ids), ids)
+    lcrec = LCRec(pretrained_path=llama, num_beams=4)
+    codes = np.stack(np.unravel_index(np.arange(interactions.num_items), (8, 8)), axis=1)
+    lcrec.attach(SemanticIDs.from_codes(codes, [8, 8], interactions))
+    for name, model, cls in (("sasrec", sasrec, SASRec), ("cllm4rec", cllm, CLLM4Rec), ("lcrec", lcrec, LCRec)):
+        saved = work / name
+        model.eval().save_pretrained(saved)
+        reference = model.recommend(history, k=3)
+        for n in range(rounds):
+            copy = work / f"{name}{n}"
+            shutil.copytree(saved, copy, symlinks=True)
+            files = sorted(path for path in copy.rglob("*") if path.is_file())
+            target = rng.choice(files)
+            fault = rng.choice(["truncate", "flip", "flip", "empty", "append", "delete"])
+            target.unlink() if fault == "delete" else damage(target, rng, fault)
+            tally.same("models", f"{name}:{target.relative_to(copy)}:{fault}",
+                       lambda: cls.from_pretrained(copy).recommend(history, k=3), reference, [target.name, copy.name])

@@ -12,6 +12,7 @@ outcome classes):
 * ``assets``: a pinned archive's extracted members truncated, altered or deleted, marker and record damaged;
 * ``caches``: embedding and frozen-layer caches and the converted LLM folder damaged;
 * ``checkpoints``: safetensors checkpoints and ``semantic_ids.json`` damaged;
+* ``models``: a file of a saved SASRec, CLLM4Rec or LC-Rec folder damaged, then ``from_pretrained``;
 * ``runs``: the shared loop stopped at a random validation, then its files damaged and the run resumed,
   moved, re-run finished, run with another config, or started while the folder is locked;
 * ``gin``: the SASRec and RQ-VAE trainers (in-process, through :func:`genrec.config.run`) with bad values;
@@ -46,7 +47,8 @@ sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
 import torch  # noqa: E402
 
-from fault_cases import Tally, assets_family, cache_family, checkpoint_family, data_family  # noqa: E402
+from fault_cases import (Tally, assets_family, cache_family, checkpoint_family, data_family,  # noqa: E402
+                         model_family)
 from fault_runs import run_family, run_outcome  # noqa: E402
 
 OUTCOMES = ("clear", "traceback", "silent", "lost", "unclear")
@@ -194,6 +196,7 @@ def sweep(tally: Tally, rng: random.Random, work: Path, quick: bool) -> None:
                          ("caches", lambda w: cache_family(tally, rng, w, 4 if quick else 10, 2 if quick else 5)),
                          ("checkpoints", lambda w: checkpoint_family(tally, rng, w, 4 if quick else 10)),
                          ("runs", lambda w: run_family(tally, rng, w, 5 if quick else 16)),
+                         ("models", lambda w: model_family(tally, rng, w, 2 if quick else 6)),
                          ("gin", lambda w: gin_family(tally, rng, w, 8 if quick else len(BAD_GIN)))):
         (work / name).mkdir()
         family(work / name)

@@ -296,6 +296,11 @@ def test_lcrec_refuses_damaged_llm_files(saved_lcrec, tmp_path):
     weights.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"model.safetensors does not match the sha256 recorded .* save the model again"):
         LCRec.from_pretrained(broken)
+    settings = broken / "lcrec.json"
+    settings.unlink()
+    settings.write_text((folder / "lcrec.json").read_text().replace('"num_beams": 4', '"num_beams": 5'))
+    with pytest.raises(ValueError, match=r"lcrec.json is corrupt \(its sha256 does not match its content\)"):
+        LCRec.from_pretrained(broken)
 
 
 def test_recommend_refuses_no_histories_and_k_beyond_the_catalogue(saved_lcrec, tiny_llama):

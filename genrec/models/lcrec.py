@@ -29,7 +29,8 @@ and ``llm/`` (the fine-tuned LLM and its tokenizer, or the LoRA adapter over the
 records the catalogue the model was saved with (item count and a sha256 of the item ids, codes and
 codebook sizes), so a ``semantic_ids.json`` that lacks an item or disagrees with the model is
 refused, never decoded into other items; and the size and sha256 of every file of ``llm/``, so
-damaged weights or tokenizer files are refused by name instead of loaded.
+damaged weights or tokenizer files are refused by name instead of loaded (``lcrec.json`` carries a
+sha256 of its own content too).
 
 Shapes: B batch, K beams, L prompt length, C code levels, V vocabulary, N items.
 """
@@ -361,6 +362,7 @@ class LCRec(Recommender):
         names = sorted(path.name for path in (tmp / "llm").iterdir() if path.is_file())
         record = {**self.settings, "catalogue": catalogue_record(self.semantic_ids),
                   "llm_files": file_manifest(tmp / "llm", names)}
+        record["sha256"] = fingerprint(record)  # of every other key: an altered lcrec.json is refused
         atomic_write_text(tmp / SETTINGS, json.dumps(record, indent=2) + "\n")
         if folder.exists():
             shutil.rmtree(folder)
@@ -378,6 +380,8 @@ class LCRec(Recommender):
             settings = json.loads((folder / SETTINGS).read_text())
         except (ValueError, UnicodeDecodeError) as err:
             settings = f"not JSON ({err})"
+        if isinstance(settings, dict) and settings.pop("sha256", None) not in (None, fingerprint(settings)):
+            settings = "its sha256 does not match its content"
         if not isinstance(settings, dict) or "pretrained_path" not in settings:
             raise ValueError(f"{folder / SETTINGS} is corrupt ({str(settings)[:80]}); save the model again "
                              "(save_pretrained) or re-run the LC-Rec trainer that wrote it")

@@ -56,11 +56,15 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         meta, recorded = json.loads(header.get("genrec", "{}")), header.get("sha256")
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"checkpoint {path} is corrupt or not a genrec safetensors file ({err}); "
-                         f"delete it to start that run again") from err
+                         f"{_FIX}") from err
     if recorded is not None and recorded != _digest(tensors):
         raise ValueError(f"checkpoint {path} is corrupt: its tensors do not match the checksum written with them; "
-                         "delete it to start that run again")
+                         f"{_FIX}")
     return tensors, meta
+
+
+_FIX = ("delete it to start that run again (a run's checkpoint), or save the model again / re-run the trainer that "
+        "wrote it (a saved model)")
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:

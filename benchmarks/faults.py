@@ -89,6 +89,8 @@ BAD_GIN = [  # (trainer, binding, a word the message must contain)
     ("sasrec", "experiment.dataset = 'recbole:/no/such/folder'", "/no/such/folder"),
     ("sasrec", "fit.num_workers = -1", "num_workers"), ("sasrec", "fit.max_epochs = 1.5", "max_epochs"),
     ("sasrec", "train_sasrec.seed = 'lucky'", "seed"), ("rqvae", "train_rqvae.seed = -1", "seed"),
+    ("sasrec", "fit.max_steps = ", "fit.max_steps"), ("sasrec", "SASRekk.hidden_size = 8", "SASRekk"),
+    ("sasrec", "fit.batch_size = [64]", "batch_size"), ("rqvae", "RQVAE.hidden_dims = 128", "hidden_dims"),
 ]
 
 

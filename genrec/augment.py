@@ -253,7 +253,7 @@ def generate_descriptions(catalog: ItemCatalog, path: str | Path, model, tokeniz
         system_prompt: System message for chat templates (``None``: the template's default).
         batch_size: Prompts per ``generate`` call.
         max_new_tokens: Longest description in tokens.
-        progress: Show a tqdm progress bar.
+        progress: Show progress (a bar on a terminal, plain periodic lines otherwise; :mod:`genrec.progress`).
         on_batch: Called with the records of each batch after they are on disk.
 
     Returns:

@@ -30,6 +30,10 @@ __all__ = ["save_tensors", "load_tensors", "save_checkpoint", "load_checkpoint",
            "rng_state", "set_rng_state", "trainable_state_dict", "load_trainable_state"]
 
 
+_FIX = ("delete it to start that run again (a run's checkpoint), or save the model again / re-run the trainer that "
+        "wrote it (a saved model)")
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
     """Atomically saves tensors (made contiguous, on CPU) and JSON metadata to a safetensors file."""
     body, seen = {}, set()
@@ -61,10 +65,6 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         raise ValueError(f"checkpoint {path} is corrupt: its tensors do not match the checksum written with them; "
                          f"{_FIX}")
     return tensors, meta
-
-
-_FIX = ("delete it to start that run again (a run's checkpoint), or save the model again / re-run the trainer that "
-        "wrote it (a saved model)")
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:

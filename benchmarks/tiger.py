@@ -3,13 +3,15 @@
     python benchmarks/tiger.py                          # TIGER (seed 2020), random/atomic IDs, SASRec, most-popular
     python benchmarks/tiger.py --seeds 2020 2021 2022   # TIGER over three seeds
     python benchmarks/tiger.py --rows random atomic     # only the identifier ablation
+    python benchmarks/tiger.py --rows bidirectional     # the paper's bidirectional encoder (one pass per target)
 
 Every model sees the same data, split and users under the same protocol: ml-100k, leave-one-out by
 time (valid = second-last item, test = last), full ranking over all 1,682 items, history items not
 masked, all 943 users, model selection on valid NDCG@10, test reported once. Each trainer runs in a
 child process (as benchmarks/trainer_run.py does, plus its own CPU time) with its shipped config: ``config/tiger/ml100k.gin``
 (``train_tiger.item_ids`` = ``semantic``, and for the ablation rows ``random``: the same code tuples
-dealt to items at random, and ``atomic``: one token per item) and ``config/sasrec/ml100k.gin``
+dealt to items at random, and ``atomic``: one token per item), ``config/tiger/ml100k_bidirectional.gin``
+(the paper's bidirectional encoder, trained one target per pass) and ``config/sasrec/ml100k.gin``
 (seed 2020). The semantic IDs are ``runs/rqvae/ml100k/semantic_ids.json``, built first with
 ``config/rqvae/ml100k.gin`` when missing, before any row starts (so that build is in no row's time).
 
@@ -38,7 +40,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 KEYS = ("ndcg@10", "recall@10", "mrr@10", "ndcg@5", "recall@20")
-ROWS = ("tiger", "random", "atomic", "sasrec")
+ROWS = ("tiger", "random", "atomic", "bidirectional", "sasrec")
 
 
 def run_child(trainer: str, config: str, run_dir: Path, bindings: list[str]) -> tuple[dict, float, float]:
@@ -102,6 +104,9 @@ def main() -> None:
         if kind in args.rows:
             jobs.append((f"tiger_{kind}_ids", "tiger", "config/tiger/ml100k.gin",
                          [f"train_tiger.seed = {args.seeds[0]}", f"train_tiger.item_ids = {kind!r}", *args.gin]))
+    if "bidirectional" in args.rows:
+        jobs.append(("tiger_bidirectional", "tiger", "config/tiger/ml100k_bidirectional.gin",
+                     [f"train_tiger.seed = {args.seeds[0]}", *args.gin]))
     if "sasrec" in args.rows:
         jobs.append(("sasrec_seed2020", "sasrec", "config/sasrec/ml100k.gin", []))
     if any(kind == "tiger" for _, kind, _, _ in jobs):  # build the semantic IDs once, before any timing

@@ -18,7 +18,9 @@ from genrec.semantic_ids import SemanticIDs, SemanticIDsError
 from interrupt import kill_at_first_checkpoint  # tests/interrupt.py
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(num_layers=1, num_decoder_layers=1, d_model=32, num_heads=2, d_kv=16, d_ff=64, user_buckets=10)
+# explicit, so that gin bindings a test parsed (config/tiger/ml100k.gin binds the encoder) change nothing
+TINY = dict(num_layers=1, num_decoder_layers=1, d_model=32, num_heads=2, d_kv=16, d_ff=64, user_buckets=10,
+            encoder_input="codes", encoder_attention="bidirectional")
 N = 40
 
 
@@ -83,11 +85,14 @@ def test_hf_generate_with_the_trie_processor_names_catalogue_items():
     assert len(set(items)) == 6 and min(items) >= 1
 
 
-def test_more_than_the_catalogue_pads_with_minus_one():
+def test_the_whole_catalogue_at_most():
+    """k = N lists every item once (beams wider than the catalogue are fine); k > N is an error, as in
+    LC-Rec and CLLM4Rec."""
     model = _model(_ids(n=6, sizes=(2, 2, 2)), num_beams=8)
-    items, scores = model.recommend_indices([np.array([1, 2])], k=8)
-    assert sorted(items[0, :6].tolist()) == [1, 2, 3, 4, 5, 6]
-    assert items[0, 6:].tolist() == [-1, -1] and torch.isinf(scores[0, 6:]).all()
+    items, scores = model.recommend_indices([np.array([1, 2])], k=6)
+    assert sorted(items[0].tolist()) == [1, 2, 3, 4, 5, 6] and torch.isfinite(scores).all()
+    with pytest.raises(ValueError, match=r"k must be in 1\.\.6"):
+        model.recommend_indices([np.array([1, 2])], k=7)
 
 
 def test_training_step_and_user_token_slot():
@@ -193,7 +198,7 @@ def test_causal_windows_train_every_prefix_in_one_pass(encoder_input, user_bucke
     loss.backward()
     assert torch.isfinite(loss) and model.t5.shared.weight.grad is not None
     with pytest.raises(ValueError, match="encoder_attention = 'causal'"):
-        _model()(**batch)
+        _model(encoder_attention="bidirectional")(**batch)
 
 
 def test_prefix_examples():

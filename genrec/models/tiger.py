@@ -307,11 +307,9 @@ class TIGER(Recommender):
                           users: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k distinct catalogue items [B, k] and their scores [B, k] (sums of code log-probs).
 
-        Rows with fewer than k reachable items are completed with item -1 and score -inf.
-
         Args:
             histories: one array of item indices per user, oldest first, each non-empty.
-            k: list length; the beam width is ``max(k, num_beams)``.
+            k: list length, at most the number of items; the beam width is ``max(k, num_beams)``.
             users: user indices [B] for the user tokens, or None (no user token).
         """
         histories = as_histories(histories)
@@ -319,8 +317,8 @@ class TIGER(Recommender):
             if isinstance(history, (str, bytes)) or len(history) == 0:
                 raise ValueError(f"history {b} is {'a string' if isinstance(history, (str, bytes)) else 'empty'}; "
                                  "TIGER needs at least one item of history per user")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        if not 1 <= k <= self.semantic_ids.num_items:
+            raise ValueError(f"k must be in 1..{self.semantic_ids.num_items} (the number of items), got {k}")
         if users is not None and len(users) != len(histories):
             raise ValueError(f"{len(users)} users for {len(histories)} histories; give one user per history")
         device = self.item_tokens.device

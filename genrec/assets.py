@@ -46,7 +46,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from genrec.io import CHUNK, atomic_write_text, file_lock, file_manifest, manifest_problem, sha256_file
+from genrec.io import CHUNK, atomic_write_text, check_or_record, file_lock, file_manifest, sha256_file
 
 MARKER = ".complete"
 
@@ -229,13 +229,7 @@ def _is_complete(asset: Asset, folder: Path, quiet: bool = True) -> bool:
         return False
     if not complete:
         return False
-    if not record.is_file():
-        atomic_write_text(record, json.dumps(file_manifest(folder, list(asset.files))) + "\n")
-        return True
-    try:
-        problem = manifest_problem(folder, json.loads(record.read_text()))
-    except (OSError, ValueError):
-        problem = f"{record} is unreadable"
+    problem = check_or_record(folder, record, lambda: asset.files)
     if problem is not None and not quiet:
         print(f"genrec: {problem}; extracting {asset.name} again from {asset.source}", file=sys.stderr)
     return problem is None

@@ -154,6 +154,24 @@ def manifest_problem(folder: str | Path, manifest: Any) -> str | None:
     return None
 
 
+def check_or_record(folder: str | Path, record: str | Path, names: Any) -> str | None:
+    """Compares ``folder``'s files with the manifest in ``record`` (:func:`manifest_problem`); without a
+    record, writes one of the files ``names()`` as they are now (a folder from before records existed)
+    and trusts them.
+
+    Returns:
+        None when the files match (or were just recorded), else what differs.
+    """
+    record = Path(record)
+    if not record.is_file():
+        atomic_write_text(record, json.dumps(file_manifest(folder, list(names()))) + "\n")
+        return None
+    try:
+        return manifest_problem(folder, json.loads(record.read_text()))
+    except (OSError, ValueError):
+        return f"{record} is unreadable"
+
+
 def save_checked_array(path: str | Path, write: Any) -> None:
     """Writes a ``.npy`` file through ``write(tmp_path)`` and a rename, then its sidecar ``<path>.json``.
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from genrec import assets
-from genrec.io import atomic_write_text, file_lock, file_manifest, fingerprint, manifest_problem
+from genrec.io import check_or_record, file_lock, file_manifest, fingerprint
 
 __all__ = ["BUNDLED_LLM", "convert_gguf", "load_causal_lm", "load_tokenizer", "resolve_llm", "tiny_causal_lm"]
 
@@ -89,14 +89,8 @@ def _is_converted(folder: Path, producer: dict, quiet: bool = True) -> bool:
             return False
     except (OSError, ValueError):
         return False
-    if not record.is_file():
-        names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name not in (assets.MARKER, RECORD))
-        atomic_write_text(record, json.dumps(file_manifest(folder, names)) + "\n")
-        return True
-    try:
-        problem = manifest_problem(folder, json.loads(record.read_text()))
-    except (OSError, ValueError):
-        problem = f"{record} is unreadable"
+    problem = check_or_record(folder, record, lambda: sorted(
+        p.name for p in folder.iterdir() if p.is_file() and p.name not in (assets.MARKER, RECORD)))
     if problem is not None and not quiet:
         print(f"genrec: the converted model does not match its record: {problem}; converting it again",
               file=sys.stderr)

@@ -70,14 +70,19 @@ def test_beams_are_distinct_catalogue_items_and_exact_with_a_full_beam(encoder_i
     assert torch.all(scores[:, :-1] >= scores[:, 1:])
 
 
-def test_hf_generate_with_the_trie_processor_names_catalogue_items():
+@pytest.mark.parametrize("encoder_attention", ["bidirectional", "causal"])
+def test_hf_generate_with_the_trie_processor_names_catalogue_items(encoder_attention):
     from transformers import LogitsProcessorList
+    from transformers.modeling_outputs import BaseModelOutput
 
     from genrec.decoding import TrieLogitsProcessor
     from genrec.models.tiger import EOS
 
-    model = _model()
+    model = _model(encoder_attention=encoder_attention)
     inputs = model.encoder_inputs(torch.tensor([[0, 3, 1, 7]]), torch.tensor([2]))
+    if encoder_attention == "causal":  # T5's own encoder call is bidirectional: hand it the causal states
+        inputs = {"encoder_outputs": BaseModelOutput(last_hidden_state=model.encode(inputs)),
+                  "attention_mask": inputs["attention_mask"]}
     out = model.t5.generate(**inputs, num_beams=6, num_return_sequences=6, do_sample=False,
                             max_new_tokens=model.semantic_ids.num_levels + 1, length_penalty=0.0,
                             logits_processor=LogitsProcessorList([TrieLogitsProcessor(model.trie, 1, EOS)]))

@@ -15,6 +15,13 @@ paper's: 4 + 4 layers, d_model 128, 6 heads of 64, feed-forward 1024 (ReLU), dro
 relative position buckets; a Hugging Face ``T5ForConditionalGeneration`` with random
 initialisation, so ``save_pretrained`` / ``from_pretrained`` / ``generate`` work as usual.
 
+Encoder attention: ``bidirectional`` (the paper) trains one (history -> next item) example per forward
+pass; ``causal`` masks each encoder position to itself and the positions before it, so one pass over
+a window of items trains every target of the window (the decoder of the target after item j
+cross-attends to the encoder positions up to item j only; at inference it sees the whole history as
+usual). With a causal encoder, Hugging Face ``generate`` needs the encoder states from
+:meth:`TIGER.encode` (``encoder_outputs=``), since T5's own encoder call is bidirectional.
+
 Training loss: cross-entropy of each of the C target codes, with the softmax of level ``c`` taken
 over level ``c``'s codes only (the other tokens can never appear there), optionally label-smoothed
 over those codes.

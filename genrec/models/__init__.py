@@ -1,9 +1,10 @@
 """Recommendation models, one per file (content-based models: :mod:`genrec.models.content`)."""
 
 from genrec.models.cllm4rec import CLLM4Rec
+from genrec.models.hstu import HSTU
 from genrec.models.lcrec import LCRec
 from genrec.models.popularity import MostPopular
 from genrec.models.sasrec import SASRec
 from genrec.models.tiger import TIGER
 
-__all__ = ["CLLM4Rec", "LCRec", "MostPopular", "SASRec", "TIGER"]
+__all__ = ["CLLM4Rec", "HSTU", "LCRec", "MostPopular", "SASRec", "TIGER"]

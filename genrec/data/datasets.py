@@ -10,8 +10,12 @@
   holding several) or ``amazon:<category>`` (those files in ``$GENREC_AMAZON_DIR``, else
   ``<root>/raw/amazon/``: :func:`genrec.data.amazon.amazon_folder`); a category by
   its short name (``beauty``, :data:`genrec.data.amazon.AMAZON_CATEGORIES`) or file name (``Beauty``),
-  ``recai:<folder>`` (``metadata.json`` + ``sequential_data.txt``) and ``recbole:<folder>``
-  (RecBole atomic files ``<folder>/<folder name>.inter`` and ``.item``).
+  ``recai:<folder>`` (``metadata.json`` + ``sequential_data.txt``), ``recbole:<folder>``
+  (RecBole atomic files ``<folder>/<folder name>.inter`` and ``.item``) and ``mind:<folder>``
+  (a MIND-small folder with ``train/`` and ``dev/``, each holding ``news.tsv`` and ``behaviors.tsv``;
+  ``mind:<name>`` is ``<root>/raw/mind/<name>``): its click sequences
+  (:func:`genrec.data.mind_small.mind_click_log`); the impressions are read by
+  ``experiment.split = "impressions"``.
 
 The log is then filtered and indexed by :meth:`Interactions.from_log` (rating threshold, k-core,
 first-appearance indices, stable time order) and the item fields are aligned with the surviving
@@ -34,6 +38,7 @@ from genrec import assets
 from genrec.data.amazon import amazon_folder, category_file_name, expected_files, short_name
 from genrec.data.catalog import ItemCatalog, restore_article
 from genrec.data.interactions import Interactions
+from genrec.data.mind_small import mind_click_log, mind_folder, read_mind_small
 from genrec.data.readers import AMAZON_URL, DatasetFileError, InteractionLog, read_amazon, read_recai, read_recbole
 
 _TITLE_TYPOS = {"unkonwn": "unknown"}
@@ -74,7 +79,8 @@ def read_log(name: str, root: Path) -> InteractionLog:
     if scheme in SCHEMES and argument:
         return SCHEMES[scheme](argument, root)
     raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}; or use a scheme: "
-                     "'amazon:<folder or Category>', 'recai:<folder>', 'recbole:<folder>'")
+                     "'amazon:<folder or Category>', 'recai:<folder>', 'recbole:<folder>', "
+                     "'mind:<MIND-small folder>'")
 
 
 def _movielens(name: str, title: str, year: str, genres: str) -> Callable[[Path], InteractionLog]:
@@ -150,11 +156,16 @@ def _recbole(argument: str, root: Path) -> InteractionLog:
     return read_recbole(folder, name, fix=f"RecBole atomic files are named {name}.inter / {name}.item inside {folder}")
 
 
+def _mind(argument: str, root: Path) -> InteractionLog:
+    return mind_click_log(read_mind_small(mind_folder(argument, root)))
+
+
 DATASETS: dict[str, Callable[[Path], InteractionLog]] = {
     "ml-100k": _movielens("ml-100k", title="movie_title", year="release_year", genres="class"),
     "ml-1m": _movielens("ml-1m", title="movie_title", year="release_year", genres="genre"),
 }
 """Dataset name -> loader ``(root) -> InteractionLog``; each fetches its pinned files on first use."""
 
-SCHEMES: dict[str, Callable[[str, Path], InteractionLog]] = {"amazon": _amazon, "recai": _recai, "recbole": _recbole}
+SCHEMES: dict[str, Callable[[str, Path], InteractionLog]] = {"amazon": _amazon, "recai": _recai, "recbole": _recbole,
+                                                            "mind": _mind}
 """Scheme -> loader ``(argument, root) -> InteractionLog`` for ``load_dataset("<scheme>:<argument>")``."""

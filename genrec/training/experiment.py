@@ -24,15 +24,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import gin
 import numpy as np
 import torch
 
+from genrec import assets
 from genrec.data import ItemCatalog, Interactions, Split, load_dataset
+from genrec.data.mind_small import (IMPRESSION_SPLIT, ImpressionSet, impression_split, mind_folder, read_mind_small,
+                                    train_interactions)
 from genrec.data.splits import EvalSet
 from genrec.evaluation import Evaluator, evaluate_together, list_health
+from genrec.evaluation.impression_protocol import ImpressionEvaluator
 from genrec.evaluation.protocols import PROTOCOLS
 
 __all__ = ["Experiment", "experiment"]
@@ -45,14 +50,17 @@ class Experiment:
     """Loaded data, its split and the evaluators for ``valid`` and ``test``.
 
     ``extra_evaluators`` maps each extra protocol to its ``valid`` and ``test`` evaluators (same rows).
+    Under MIND's impressions split, ``split`` is None, ``impressions`` holds the training impressions
+    and the evaluators are :class:`ImpressionEvaluator`.
     """
 
     interactions: Interactions
     catalog: ItemCatalog
-    split: Split
-    evaluators: dict[str, Evaluator]
+    split: Split | None
+    evaluators: dict[str, Evaluator | ImpressionEvaluator]
     info: dict[str, Any] = field(default_factory=dict)
     extra_evaluators: dict[str, dict[str, Evaluator]] = field(default_factory=dict)
+    impressions: ImpressionSet | None = None
 
     @property
     def num_items(self) -> int:
@@ -71,6 +79,8 @@ class Experiment:
         score_evaluate = self.evaluate_scores(lambda model, users, histories: model.score(histories, users).float())
 
         def evaluate(model, which, accelerator):
+            if isinstance(self.evaluators[which], ImpressionEvaluator):
+                return self.evaluators[which](model.score_candidates, accelerator)
             if not getattr(model, "generative", False):
                 return score_evaluate(model, which, accelerator)
             evaluator, lists = self.evaluators[which], []
@@ -114,7 +124,7 @@ class Experiment:
         return evaluate
 
 
-@gin.configurable
+@gin.configurable(denylist=["scores_impressions"])
 def experiment(
     dataset: str = "ml-100k",
     split: str = "loo",
@@ -129,6 +139,9 @@ def experiment(
     negatives_seed: int = 0,
     eval_rows: int | None = None,
     extra_protocols: Sequence[str] = (),
+    item_text: str = "original",
+    missing_descriptions: str = "error",
+    scores_impressions: bool = False,
 ) -> Experiment:
     """Loads a dataset, splits it and builds the evaluators.
 
@@ -155,6 +168,11 @@ def experiment(
         extra_protocols: protocols also reported, side by side with ``protocol``, by
             :meth:`Experiment.evaluate_scores` (e.g. ``["sampled"]``); the same rows, negatives and
             masking. Models evaluated from ranked lists (``evaluate_ranked``) ignore them.
+        item_text: ``"original"`` or ``"augmented[:<cache path>]"`` (see the module docstring).
+        missing_descriptions: ``"error"`` (every item needs a description) or ``"empty"`` (items
+            without one keep their original text), for ``item_text = "augmented..."``.
+        scores_impressions: set by a trainer (not gin) whose model has ``score_candidates``: it
+            accepts ``split = "impressions"``.
     """
     _check_settings(min_rating=min_rating, k_core=k_core, max_history=max_history, eval_batch_size=eval_batch_size,
                     generate_batch_size=generate_batch_size, num_negatives=num_negatives,
@@ -164,7 +182,13 @@ def experiment(
         if name not in PROTOCOLS or name == protocol or extra_protocols.count(name) > 1:
             raise ValueError(f"experiment.extra_protocols = {extra_protocols!r}: each must be one of "
                              f"{', '.join(PROTOCOLS)}, listed once, other than experiment.protocol ({protocol!r})")
+    if split == IMPRESSION_SPLIT:
+        return _impression_experiment(dataset, scores_impressions, max_history, eval_rows, negatives_seed,
+                                      eval_batch_size, item_text, missing_descriptions,
+                                      min_rating=min_rating, k_core=k_core, protocol=protocol,
+                                      mask_history=mask_history, extra_protocols=extra_protocols)
     interactions, catalog = load_dataset(dataset, min_rating=min_rating, k_core=k_core)
+    catalog, text_info = _item_text(catalog, item_text, missing_descriptions, dataset)
     data_split = interactions.split(split, max_history=max_history)
     rows = {which: _sample_rows(getattr(data_split, which), eval_rows, negatives_seed) for which in ("valid", "test")}
 
@@ -179,11 +203,75 @@ def experiment(
     info = {"dataset": dataset, "split": split, "protocol": protocol, "mask_history": mask_history,
             "fingerprint": interactions.fingerprint(), "num_users": interactions.num_users,
             "num_items": interactions.num_items}
+    info.update(text_info)
     if extra_protocols:
         info["extra_protocols"] = extra_protocols
     if eval_rows is not None:
         info["eval_rows"] = {which: len(evaluator) for which, evaluator in evaluators.items()}
     return Experiment(interactions, catalog, data_split, evaluators, info, extra_evaluators)
+
+
+def _impression_experiment(dataset: str, scores_impressions: bool, max_history: int | None, eval_rows: int | None,
+                           seed: int, batch_size: int, item_text: str, missing_descriptions: str,
+                           **unused) -> Experiment:
+    """The MIND impressions experiment (module docstring); settings that cannot apply are errors."""
+    scheme, _, argument = dataset.partition(":")
+    if scheme != "mind" or not argument:
+        raise ValueError(f"experiment.split = {IMPRESSION_SPLIT!r} is MIND's per-impression protocol; it needs "
+                         f"experiment.dataset = 'mind:<folder>', got {dataset!r}")
+    if not scores_impressions:
+        raise ValueError(f"experiment.split = {IMPRESSION_SPLIT!r} scores the candidates of each impression, which "
+                         "only the content trainer does; use experiment.split = 'loo' (MIND's click sequences) here")
+    defaults = {"min_rating": None, "k_core": None, "protocol": "full", "mask_history": False, "extra_protocols": []}
+    for name, value in unused.items():
+        if value != defaults[name]:
+            raise ValueError(f"experiment.{name} = {value!r} does not apply to experiment.split = "
+                             f"{IMPRESSION_SPLIT!r} (every impression's own candidates are scored); remove it")
+    mind = read_mind_small(mind_folder(argument, assets.data_dir()))
+    catalog, text_info = _item_text(mind.news.catalog, item_text, missing_descriptions, dataset)
+    train, valid, test = impression_split(mind, max_history)
+    rows = {}
+    for which, part in (("valid", valid), ("test", test)):
+        keep = np.arange(len(part))
+        if eval_rows is not None and eval_rows < len(part):
+            keep = np.sort(np.random.default_rng(seed).choice(len(part), eval_rows, replace=False))
+        rows[which] = part.subset(keep)
+    evaluators = {which: ImpressionEvaluator(part, batch_size=batch_size, label=f"evaluating {which}")
+                  for which, part in rows.items()}
+    interactions = train_interactions(mind, train)
+    info = {"dataset": dataset, "split": IMPRESSION_SPLIT, "protocol": "impressions", "mask_history": False,
+            "fingerprint": mind.fingerprint(), "num_users": interactions.num_users, "num_items": mind.news.num_news,
+            "impressions": {"train": len(train), "valid": len(rows["valid"]), "test": len(rows["test"])},
+            **text_info}
+    if eval_rows is not None:
+        info["eval_rows"] = {which: len(part) for which, part in rows.items()}
+    return Experiment(interactions, catalog, None, evaluators, info, impressions=train)
+
+
+def _item_text(catalog: ItemCatalog, item_text: str, missing: str, dataset: str) -> tuple[ItemCatalog, dict]:
+    """The catalogue with the item text ``experiment.item_text`` names, and what ``info`` records of it."""
+    if missing not in ("error", "empty"):
+        raise ValueError(f"experiment.missing_descriptions = {missing!r} cannot work; use 'error' or 'empty'")
+    if item_text == "original":
+        return catalog, {}
+    kind, _, path = item_text.partition(":")
+    if kind != "augmented":
+        raise ValueError(f"experiment.item_text = {item_text!r} cannot work; use 'original', 'augmented' (the "
+                         "default description cache of the dataset) or 'augmented:<cache path>'")
+    from genrec import augment  # the LLM side is imported only when descriptions are asked for
+
+    path = Path(path).expanduser() if path else augment.cache_path(dataset)
+    if not path.is_file():
+        raise FileNotFoundError(f"experiment.item_text = {item_text!r}: the description cache {path} does not exist; "
+                                f"write it with python -m genrec.augment --dataset {dataset} (or name another file: "
+                                "experiment.item_text = 'augmented:<path>')")
+    try:
+        described = augment.with_descriptions(catalog, path, require_all=missing == "error")
+    except augment.AugmentError as error:
+        raise ValueError(f"experiment.item_text = {item_text!r}: {error} (or set experiment.missing_descriptions = "
+                         "'empty')") from None
+    count = sum(bool(text) for text in described.fields["description"][1:])
+    return described, {"item_text": item_text, "descriptions": str(path), "items_described": count}
 
 
 def _protocol_names(protocol: str, metrics: dict[str, float]) -> dict[str, float]:

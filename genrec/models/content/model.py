@@ -170,15 +170,34 @@ class ContentRecommender(Recommender):
         clash = negatives == target.unsqueeze(1)
         return torch.where(clash, negatives % self.num_items + 1, negatives)
 
-    def forward(self, history: torch.Tensor, target: torch.Tensor):
-        """Args: history [B, H] right-padded item indices (at least one per row); target [B].
+    def impression_negatives(self, target: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+        """K negatives [B, K] per row from its impression's non-clicked news ``pool`` [B, P] (0 = padding).
+
+        A pool of at least K news gives K distinct ones, uniformly; a smaller pool gives all of its
+        news, then uniform draws from it with replacement (NRMS pads with empty news instead); an
+        empty pool (every candidate clicked) falls back to :meth:`sample_negatives`.
+        """
+        real = pool > 0
+        count = real.sum(1, keepdim=True)  # [B, 1]
+        order = torch.rand(pool.shape, device=pool.device).masked_fill(~real, 2.0).argsort(1)  # real ones first
+        slot = torch.arange(self.num_negatives, device=pool.device).expand(len(pool), -1)
+        draw = (torch.rand(slot.shape, device=pool.device) * count.clamp(min=1)).long()
+        picked = pool.gather(1, order.gather(1, torch.where(slot < count, slot, draw)))
+        return torch.where(count > 0, picked, self.sample_negatives(target))
+
+    def forward(self, history: torch.Tensor, target: torch.Tensor, negative_pool: torch.Tensor | None = None):
+        """Args: history [B, H] right-padded item indices (an empty row is one padding item); target [B];
+        negative_pool [B, P]: the impression's non-clicked news, 0-padded (MIND), or None to sample
+        negatives uniformly.
 
         Returns:
             (scores [B, 1 + K] of the target and its negatives, loss)
         """
         history = history.long()
-        mask = history > 0
-        candidates = torch.cat([target.unsqueeze(1), self.sample_negatives(target)], dim=1)  # [B, 1 + K]
+        mask = _history_mask(history)
+        negatives = (self.sample_negatives(target) if negative_pool is None
+                     else self.impression_negatives(target, negative_pool.long()))
+        candidates = torch.cat([target.unsqueeze(1), negatives], dim=1)  # [B, 1 + K]
         vectors = self.encode_items(torch.cat([history, candidates], dim=1))
         history_vectors, candidate_vectors = vectors[:, :history.shape[1]], vectors[:, history.shape[1]:]
         user = self.user_encoder(history_vectors, mask)
@@ -267,6 +286,27 @@ class ContentRecommender(Recommender):
         scores = scores.float()
         return torch.cat([torch.full((len(scores), 1), float("-inf"), device=device, dtype=scores.dtype), scores], 1)
 
+    @torch.no_grad()
+    def score_candidates(self, histories: Sequence[np.ndarray], candidates: Sequence[np.ndarray]) -> torch.Tensor:
+        """Float32 scores [B, C] of each row's candidates (an impression), C the longest row; columns
+        past a row's candidates are -inf. An empty history is one padding item (a zero vector)."""
+        device = next(self.parameters()).device
+        history = right_pad(histories, self.max_history).to(device)
+        mask = _history_mask(history)
+        width = max(len(row) for row in candidates)
+        padded = np.zeros((len(candidates), width), dtype=np.int64)
+        for row, items in enumerate(candidates):
+            padded[row, :len(items)] = items
+        shown = torch.from_numpy(padded).to(device)
+        if self.eval_cache:
+            table = self.item_table()
+            history_vectors, candidate_vectors = table[history], table[shown]
+        else:
+            history_vectors, candidate_vectors = self.encode_items(history), self.encode_items(shown)
+        user = self.user_encoder(history_vectors, mask)
+        scores = self.predictor(user, candidate_vectors, history_vectors, mask).float()
+        return scores.masked_fill(shown == 0, float("-inf"))
+
     # ------------------------------------------------------------------ save / load
 
     def save_pretrained(self, folder: str | Path) -> None:
@@ -310,3 +350,10 @@ class ContentRecommender(Recommender):
         model.set_item_ids(meta["item_ids"])
         return model.eval()
 
+
+def _history_mask(history: torch.Tensor) -> torch.Tensor:
+    """Real positions of right-padded histories [B, H]; an empty row keeps its first (padding) item,
+    whose vector is zero, so every operator sees one position."""
+    mask = history > 0
+    mask[:, 0] |= ~mask.any(1)
+    return mask

@@ -12,7 +12,9 @@ name (:data:`CONTENT_OPERATORS`, :data:`BEHAVIOR_OPERATORS`, :data:`PREDICTORS`)
 
 **Training** (``forward``): each example (:func:`genrec.data.windows.history_examples`) is a history
 (the ``max_history`` most recent items before a target, right-padded) and its target.
-``num_negatives`` K items are drawn uniformly per example (redrawn if equal to the target). Every
+``num_negatives`` K items are drawn uniformly per example (redrawn if equal to the target), or, when
+the batch carries a ``negative_pool`` (MIND: the non-clicked news of the click's impression,
+:class:`genrec.data.mind_small.ImpressionExamples`), from that pool (:meth:`impression_negatives`). Every
 distinct item in the batch is encoded once. Losses:
 ``softmax`` (the positive against its K negatives, cross-entropy; Legommenders' "matching" mode) or
 ``bce`` (pointwise binary cross-entropy, positive 1 and each negative 0; its "ranking" mode).
@@ -27,6 +29,10 @@ the model enters training mode. Writing through ``.data`` bypasses version count
 :meth:`invalidate_cache` after such a write. With ``eval_cache = False`` every batch of users
 re-encodes its users' history items (no sharing between users) and the whole catalogue as
 candidates, and a language-model operator recomputes its frozen layers: a naive implementation.
+
+**Impressions** (``score_candidates``): each row's own candidates are scored from its history, with
+the evaluation cache when it is on; an empty history (a MIND user without clicks) is one padding
+item, whose vector is zero.
 
 **Saving**: ``save_pretrained(folder)`` writes the weights (item texts and raw ids as metadata) and
 the operative gin config that built the model (its operators and their settings); ``from_pretrained``

@@ -265,3 +265,16 @@ def test_item_text_switch_on_a_content_preset_trains(mind, tmp_path, monkeypatch
     assert saved["item_text"] == f"augmented:{cache}" and saved["items_described"] == 40
     loaded = ContentRecommender.from_pretrained(tmp_path / "run" / "model")
     assert loaded.texts[0].endswith("Description: A story for readers of item 1.")
+
+
+def test_item_text_augmented_alone_reads_the_default_cache_of_the_dataset(mind, tmp_path, monkeypatch):
+    import genrec.augment
+
+    cache = write_descriptions(tmp_path / "default.jsonl", read_mind_small(mind).news.catalog, range(1, 41))
+    asked = []
+    monkeypatch.setattr(genrec.augment, "cache_path", lambda dataset: asked.append(dataset) or cache)
+    parse_gin([], [f"experiment.dataset = 'mind:{mind}'", "experiment.split = 'impressions'",
+                   "experiment.item_text = 'augmented'"])
+    exp = experiment(scores_impressions=True)
+    assert asked == [f"mind:{mind}"] and exp.info["descriptions"] == str(cache)
+    assert "Description:" in exp.catalog.text(40)

@@ -52,7 +52,7 @@ from pathlib import Path
 import torch
 
 from genrec import assets
-from genrec.data import ItemCatalog, load_dataset
+from genrec.data import ItemCatalog, load_catalog
 from genrec.io import LockedError, file_lock, fingerprint, update_file
 from genrec.llm.pretrained import BUNDLED_LLM, load_causal_lm, resolve_llm
 from genrec.progress import progress as progress_bar
@@ -63,8 +63,8 @@ __all__ = ["PROMPT", "AugmentError", "AugmentStats", "cache_path", "generate_des
 PROMPT = "In one or two sentences, describe what kind of {noun} this is and who would enjoy it.\n{Noun}: {text}"
 """Default instruction; ``{text}`` is the catalogue text, ``{noun}``/``{Noun}`` the item noun."""
 
-NOUNS = {"ml-100k": "movie", "ml-1m": "movie"}
-"""Noun used in the prompt per dataset name; any other dataset says ``"item"``."""
+NOUNS = {"ml-100k": "movie", "ml-1m": "movie", "mind": "news article"}
+"""Noun used in the prompt per dataset name or scheme (``mind:<folder>``); any other dataset says ``"item"``."""
 
 _MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                 "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt", "tokenizer.model")
@@ -111,6 +111,11 @@ class AugmentStats:
                 f"cache {self.path}")
 
 
+def noun_of(dataset: str) -> str:
+    """The item noun of the prompt for a dataset name (:data:`NOUNS`, by name, then by scheme)."""
+    return NOUNS.get(dataset) or NOUNS.get(dataset.partition(":")[0] if ":" in dataset else "", "item")
+
+
 def model_fingerprint(spec: str) -> str:
     """sha256 of a model: its weight, config and tokenizer files for a folder, the id for a hub model.
 
@@ -145,7 +150,7 @@ def cache_path(dataset: str, model: str = BUNDLED_LLM, prompt: str = PROMPT, nou
                system_prompt: str | None = None, max_new_tokens: int = 64, root: str | Path | None = None) -> Path:
     """``<root>/cache/augment/<dataset>-<model hash 12>-<prompt hash 12>.jsonl`` (root: the data dir)."""
     root = Path(root) if root is not None else assets.data_dir()
-    noun = noun or NOUNS.get(dataset, "item")
+    noun = noun or noun_of(dataset)
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset).strip("_") or "dataset"
     model_hash = model_fingerprint(model)[:12]
     prompt_hash = prompt_fingerprint(prompt, noun, system_prompt, max_new_tokens)[:12]
@@ -357,7 +362,8 @@ def _progress(total: int, enabled: bool):
 def main(argv: Sequence[str] | None = None) -> AugmentStats:
     """Command line: generate (or complete) the description cache of a dataset; print a summary and 3 samples."""
     parser = argparse.ArgumentParser(prog="python -m genrec.augment", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", required=True, help="dataset name, e.g. ml-100k (see genrec.data.load_dataset)")
+    parser.add_argument("--dataset", required=True, help="dataset name, e.g. ml-100k or mind:<folder> (see "
+                        "genrec.data.load_catalog: for MIND every news, clicked or not)")
     parser.add_argument("--model", default=BUNDLED_LLM, help=f"instruct LLM (default {BUNDLED_LLM})")
     parser.add_argument("--limit", type=int, default=None, help="describe only the first N items of the catalogue")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per generate call (default 16)")
@@ -375,8 +381,8 @@ def main(argv: Sequence[str] | None = None) -> AugmentStats:
         if args.threads < 1:
             parser.error(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    _, catalog = load_dataset(args.dataset, root=args.root)
-    noun = args.noun or NOUNS.get(args.dataset, "item")
+    catalog = load_catalog(args.dataset, root=args.root)
+    noun = args.noun or noun_of(args.dataset)
     path = cache_path(args.dataset, args.model, noun=noun, max_new_tokens=args.max_new_tokens, root=args.root)
     items = list(range(1, min(args.limit or catalog.num_items, catalog.num_items) + 1))
     model, tokenizer = load_causal_lm(args.model)

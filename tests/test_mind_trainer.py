@@ -278,3 +278,14 @@ def test_item_text_augmented_alone_reads_the_default_cache_of_the_dataset(mind, 
     exp = experiment(scores_impressions=True)
     assert asked == [f"mind:{mind}"] and exp.info["descriptions"] == str(cache)
     assert "Description:" in exp.catalog.text(40)
+
+
+def test_augment_describes_every_news_of_a_mind_folder(mind):
+    from genrec.augment import noun_of
+    from genrec.data import load_catalog
+
+    clicked = load_dataset(f"mind:{mind}")[1]
+    every = load_catalog(f"mind:{mind}")
+    assert every.item_ids == read_mind_small(mind).news.catalog.item_ids and every.num_items == 40
+    assert set(clicked.item_ids) < set(every.item_ids)  # some news were shown, never clicked
+    assert (noun_of(f"mind:{mind}"), noun_of("ml-100k"), noun_of("amazon:beauty")) == ("news article", "movie", "item")

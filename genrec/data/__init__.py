@@ -19,11 +19,11 @@ in :mod:`genrec.data.windows` (next-item windows, history examples) and batches 
 """
 
 from genrec.data.catalog import ItemCatalog
-from genrec.data.datasets import DATASETS, SCHEMES, load_dataset
+from genrec.data.datasets import DATASETS, SCHEMES, load_catalog, load_dataset
 from genrec.data.interactions import Interactions
 from genrec.data.mind import MindBehaviors, MindNews, read_mind
 from genrec.data.readers import DatasetFileError
 from genrec.data.splits import SPLITS, EvalSet, Split
 
 __all__ = ["DATASETS", "SCHEMES", "SPLITS", "DatasetFileError", "EvalSet", "Interactions", "ItemCatalog",
-           "MindBehaviors", "MindNews", "Split", "load_dataset", "read_mind"]
+           "MindBehaviors", "MindNews", "Split", "load_catalog", "load_dataset", "read_mind"]

@@ -71,6 +71,20 @@ def load_dataset(name: str, *, min_rating: float | None = None, k_core: int | No
     return interactions, ItemCatalog(list(items), fields, log.item_source)
 
 
+def load_catalog(name: str, root: str | Path | None = None) -> ItemCatalog:
+    """Every item's text of a dataset, e.g. for :mod:`genrec.augment` to describe.
+
+    For ``mind:<folder>`` every news of train and dev, clicked or not (impressions show news nobody
+    clicked; the catalogue of :func:`load_dataset` holds clicked news only), indexed as
+    ``experiment.split = "impressions"`` indexes them; else the catalogue of :func:`load_dataset`.
+    """
+    root = Path(root) if root is not None else assets.data_dir()
+    scheme, _, argument = name.partition(":")
+    if scheme == "mind" and argument and name not in DATASETS:
+        return read_mind_small(mind_folder(argument, root)).news.catalog
+    return load_dataset(name, root=root)[1]
+
+
 def read_log(name: str, root: Path) -> InteractionLog:
     """The unfiltered interaction log of a dataset name or ``scheme:argument``."""
     if name in DATASETS:

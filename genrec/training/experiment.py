@@ -146,9 +146,10 @@ def experiment(
     """Loads a dataset, splits it and builds the evaluators.
 
     Args:
-        dataset: a name known to :func:`genrec.data.load_dataset` (``ml-100k``, ``ml-1m``, ...).
+        dataset: a name known to :func:`genrec.data.load_dataset` (``ml-100k``, ``ml-1m``,
+            ``mind:<folder>``, ...).
         split: ``loo`` (leave-one-out by time: valid = second-last, test = last) or another name in
-            ``genrec.data.SPLITS``.
+            ``genrec.data.SPLITS``; or ``impressions`` for ``mind:<folder>`` (module docstring).
         min_rating: keep interactions rated at least this (``None``: keep all, as RecBole does).
         k_core: iteratively keep users and items with at least this many interactions.
         max_history: most recent items kept in evaluation histories (``None``: all).

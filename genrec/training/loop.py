@@ -287,7 +287,9 @@ def fit(
             return stop
 
         pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) not yet read back from the device
-        running: list[float] = []
+        # losses since the last log record; part of the checkpointed state, so that a resumed run logs
+        # the same averages as an uninterrupted one
+        running: list[float] = state.setdefault("running_losses", [])
 
         def flush_losses() -> None:
             """Reads pending losses back from the device at once (one sync), failing on a non-finite one."""

@@ -277,9 +277,12 @@ class TIGER(Recommender):
         if self.settings["encoder_attention"] != "causal":
             raise ValueError("window batches need TIGER.encoder_attention = 'causal'; a bidirectional encoder "
                              "trains on NextItemPrefixes (history, target) examples")
-        tokens = self._position_tokens(items[:, -self.settings["max_history"]:])
+        if items.shape[1] > self.settings["max_history"] or labels.shape[1] != items.shape[1] + 1:
+            raise ValueError(f"windows of {items.shape[1]} items with {labels.shape[1]} labels; TIGER.max_history is "
+                             f"{self.settings['max_history']}: cut windows of at most that many items, one label more")
+        tokens = self._position_tokens(items)
         width = self.num_levels if self.settings["encoder_input"] == "codes" else 1
-        labels = labels[:, -(items.shape[1] + 1):].clone()
+        labels = labels.clone()
         prefix = int(self.settings["user_buckets"] > 0)
         if prefix:
             tokens = torch.cat([self._user_position(users, tokens.shape[2]), tokens], 1)

@@ -72,22 +72,32 @@ def test_run_folder_and_metrics(tmp_path):
     assert sum("valid" in r for r in records) == 6 and "test" in records[-1]
 
 
+def _records(run_dir):
+    """log.jsonl without its timings."""
+    lines = (run_dir / "log.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if "seconds" not in k} for line in lines]
+
+
 def test_resume_reaches_the_same_result(tmp_path):
-    full = _fit(tmp_path / "full", eval_every_steps=5)
-    # interrupt: stop after 21 steps (mid-epoch, after a step-checkpoint at 20), then resume
+    # validations at steps 5, 8, 10, 15, 16 (8 steps per epoch), log records every 4 steps: the run
+    # stopped at the 5th validation resumes from the step-15 checkpoint, mid-epoch and inside the log
+    # window of steps 13-16, whose losses it must carry over
+    full = _fit(tmp_path / "full", eval_every_steps=5, log_every_steps=4)
+    # interrupt at the 5th validation (step 16), then resume
     with pytest.raises(RuntimeError, match="interrupt"):
         def boom(model, which, acc, calls=[]):
             calls.append(1)
-            if len(calls) == 5:  # the 5th validation, at step 25
+            if len(calls) == 5:  # the 5th validation, at step 16
                 raise RuntimeError("interrupt")
             return _evaluate(model, which, acc)
         gin.clear_config()
         torch.manual_seed(0)
         fit(_Regressor(), _data(), boom, run_dir=tmp_path / "cut", info={}, seed=1, batch_size=8,
-            learning_rate=0.05, metric="neg_mse", max_epochs=6, eval_every_steps=5)
-    resumed = _fit(tmp_path / "cut", eval_every_steps=5)
+            learning_rate=0.05, metric="neg_mse", max_epochs=6, eval_every_steps=5, log_every_steps=4)
+    resumed = _fit(tmp_path / "cut", eval_every_steps=5, log_every_steps=4)
     assert resumed["valid"] == full["valid"] and resumed["test"] == full["test"]
     assert resumed["steps"] == full["steps"]
+    assert _records(tmp_path / "cut") == _records(tmp_path / "full")
 
 
 def test_early_stopping_restores_best(tmp_path):
@@ -163,7 +173,7 @@ def test_evaluation_scores_are_float32_under_mixed_precision(tmp_path):
 
 def test_nan_loss_names_its_step_and_the_last_good_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match=r"training loss is nan at step \d+\..*checkpoint"):
-        _fit(tmp_path / "nan", model=_Regressor(nan=True), log_every_steps=3)
+        _fit(tmp_path / "nan", model=_Regressor(nan=True), log_every_steps=4)
 
 
 @pytest.mark.parametrize("setting,value", [

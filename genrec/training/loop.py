@@ -313,7 +313,8 @@ def fit(
             wrapped.train()
             micro = []
             flush_losses()
-            running.clear()  # a log record covers the steps of one epoch
+            if state["batch"] == 0:  # a log record covers the steps of one epoch (resumed mid-epoch: keep them)
+                running.clear()
             for i, batch in enumerate(loader):
                 if i < state["batch"]:
                     continue  # done before an interruption

@@ -17,9 +17,9 @@ outcome classes):
   moved, re-run finished, run with another config, or started while the folder is locked;
 * ``gin``: the SASRec and RQ-VAE trainers (in-process, through :func:`genrec.config.run`) with bad values;
 * ``concurrent``: two SASRec trainers started at once on one run folder;
-* ``kill``: the SASRec, RQ-VAE, TIGER, content (NRMS) and CLLM4Rec debug trainers (shortened) killed
-  (SIGKILL) at a random step and resumed; the resumed run's ``log.jsonl`` and ``metrics.json`` must
-  equal an uninterrupted run's (LC-Rec is not in the sweep: minutes per run).
+* ``kill``: the SASRec, RQ-VAE, TIGER, content (NRMS), CLLM4Rec and LC-Rec debug trainers (shortened)
+  killed (SIGKILL) at a random step and resumed; the resumed run's ``log.jsonl`` and ``metrics.json``
+  must equal an uninterrupted run's.
 
 Prints one JSON line: counts (tried, clear, traceback, silent, lost, unclear), counts per family, the
 cases that were not clear, seconds, the load average and thread counts.
@@ -57,6 +57,8 @@ SASREC = ["genrec/trainers/sasrec_trainer.py", "config/sasrec/ml100k_debug.gin",
 RQVAE = ["genrec/trainers/rqvae_trainer.py", "config/rqvae/ml100k_debug.gin"]
 CONTENT = ["genrec/trainers/content_trainer.py", "config/content/ml100k/nrms_debug.gin", "--gin", "fit.max_steps = 30",
            "--gin", "fit.eval_every_steps = 10"]
+LCREC = ["genrec/trainers/lcrec_trainer.py", "config/lcrec/ml100k/lcrec_debug.gin", "--gin", "fit.max_steps = 12",
+         "--gin", "fit.eval_every_steps = 6", "--gin", "experiment.eval_rows = 20"]
 TIGER = ["genrec/trainers/tiger_trainer.py", "config/tiger/ml100k_debug.gin", "--gin", "fit.eval_every_steps = 15"]
 CLLM4REC = ["genrec/trainers/cllm4rec_trainer.py", "config/cllm4rec/ml100k_debug.gin", "--gin", "fit.max_steps = 8",
             "--gin", "fit.eval_every_steps = 4"]
@@ -211,6 +213,7 @@ def sweep(tally: Tally, rng: random.Random, work: Path, quick: bool) -> None:
         kill_family(tally, rng, work, "tiger", TIGER, 2, _reference(TIGER, work / "tiger-reference"))
         kill_family(tally, rng, work, "content", CONTENT, 2, _reference(CONTENT, work / "content-reference"))
         kill_family(tally, rng, work, "cllm4rec", CLLM4REC, 1, _reference(CLLM4REC, work / "cllm4rec-reference"))
+        kill_family(tally, rng, work, "lcrec", LCREC, 1, _reference(LCREC, work / "lcrec-reference"))
 
 
 def main() -> None:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import gin
 import numpy as np
@@ -41,8 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.data.padding import left_pad
-from genrec.models.base import Recommender
-from genrec.training.checkpoint import load_tensors, save_tensors
+from genrec.models.single_file import SingleFileModel
 
 __all__ = ["HSTU", "position_buckets"]
 
@@ -99,7 +97,7 @@ def _check_int(name: str, value, low: int = 1) -> None:
 
 
 @gin.configurable(denylist=["num_items"])
-class HSTU(Recommender):
+class HSTU(SingleFileModel):
     """Causal HSTU next-item model (pointwise SiLU attention, gated by U).
 
     Args:
@@ -115,6 +113,8 @@ class HSTU(Recommender):
         dropout: dropout on embeddings and on the gated attention output.
         attn_dropout: dropout on attention weights.
     """
+
+    weights_file = WEIGHTS
 
     def __init__(self, num_items: int, max_history: int = 50, hidden_size: int = 64, num_layers: int = 2,
                  num_heads: int = 2, qk_dim: int | None = None, v_dim: int | None = None,
@@ -205,30 +205,3 @@ class HSTU(Recommender):
             raise ValueError("HSTU.score got an empty history; it needs at least one item per user")
         input_ids = left_pad(histories, self.max_history).to(self.item_emb.weight.device)
         return self.logits(self.encode(input_ids)[:, -1].float()).float()
-
-    # ------------------------------------------------------------------ save / load
-
-    def save_pretrained(self, folder: str | Path) -> None:
-        """Writes ``<folder>/hstu.safetensors`` (atomically, with a checksum): the weights, with the settings
-        and the raw item ids as metadata."""
-        if self.item_ids is None:
-            raise ValueError("this HSTU has no raw item ids; call set_item_ids(item_ids) first")
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_tensors(folder / WEIGHTS, self.state_dict(), {"settings": self.settings, "item_ids": self.item_ids})
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> HSTU:
-        """Loads a folder written by :meth:`save_pretrained` (e.g. an HSTU run's ``model/``), in eval mode."""
-        path = Path(folder) / WEIGHTS
-        if not path.is_file():
-            reason = "does not exist" if not Path(folder).exists() else f"has no {WEIGHTS}"
-            raise FileNotFoundError(f"{folder} is not a saved HSTU (it {reason}); save one with save_pretrained, "
-                                    "e.g. the model/ folder of an HSTU run")
-        tensors, meta = load_tensors(path)
-        if "settings" not in meta:
-            raise ValueError(f"{path} has no HSTU settings; it was not written by HSTU.save_pretrained")
-        model = cls(**meta["settings"])
-        model.load_state_dict(tensors)
-        model.set_item_ids(meta["item_ids"])
-        return model.eval()

@@ -25,7 +25,6 @@ Shapes: B batch, L sequence length (``max_history``), D hidden size, N number of
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import gin
 import numpy as np
@@ -34,8 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.data.padding import left_pad
-from genrec.models.base import Recommender
-from genrec.training.checkpoint import load_tensors, save_tensors
+from genrec.models.single_file import SingleFileModel
 
 __all__ = ["SASRec"]
 
@@ -67,7 +65,7 @@ class _Block(nn.Module):
 
 
 @gin.configurable(denylist=["num_items"])
-class SASRec(Recommender):
+class SASRec(SingleFileModel):
     """Causal self-attention next-item model.
 
     Args:
@@ -81,6 +79,8 @@ class SASRec(Recommender):
         attn_dropout: dropout on attention weights.
         loss: ``"ce"`` (full softmax) or ``"bpr"`` (one sampled negative per position).
     """
+
+    weights_file = WEIGHTS
 
     def __init__(self, num_items: int, max_history: int = 50, hidden_size: int = 64, num_layers: int = 2,
                  num_heads: int = 2, inner_size: int = 256, dropout: float = 0.2, attn_dropout: float = 0.2,
@@ -164,31 +164,4 @@ class SASRec(Recommender):
             raise ValueError("SASRec.score got an empty history; it needs at least one item per user")
         input_ids = left_pad(histories, self.max_history).to(self.item_emb.weight.device)
         return self.logits(self.encode(input_ids)[:, -1]).float()
-
-    # ------------------------------------------------------------------ save / load
-
-    def save_pretrained(self, folder: str | Path) -> None:
-        """Writes ``<folder>/sasrec.safetensors`` (atomically): the weights, with the settings and the raw
-        item ids as metadata."""
-        if self.item_ids is None:
-            raise ValueError("this SASRec has no raw item ids; call set_item_ids(item_ids) first")
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_tensors(folder / WEIGHTS, self.state_dict(), {"settings": self.settings, "item_ids": self.item_ids})
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> SASRec:
-        """Loads a folder written by :meth:`save_pretrained` (e.g. a SASRec run's ``model/``), in eval mode."""
-        path = Path(folder) / WEIGHTS
-        if not path.is_file():
-            reason = "does not exist" if not Path(folder).exists() else f"has no {WEIGHTS}"
-            raise FileNotFoundError(f"{folder} is not a saved SASRec (it {reason}); save one with save_pretrained, "
-                                    "e.g. the model/ folder of a SASRec run")
-        tensors, meta = load_tensors(path)
-        if "settings" not in meta:
-            raise ValueError(f"{path} has no SASRec settings; it was not written by SASRec.save_pretrained")
-        model = cls(**meta["settings"])
-        model.load_state_dict(tensors)
-        model.set_item_ids(meta["item_ids"])
-        return model.eval()
 

@@ -31,16 +31,13 @@ Shapes: B batch, L sequence length (``max_history``), D hidden size, N number of
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import gin
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrec.data.padding import left_pad
-from genrec.models.single_file import SingleFileModel
+from genrec.models.single_file import ItemTableModel
 
 __all__ = ["HSTU", "position_buckets"]
 
@@ -97,7 +94,7 @@ def _check_int(name: str, value, low: int = 1) -> None:
 
 
 @gin.configurable(denylist=["num_items"])
-class HSTU(SingleFileModel):
+class HSTU(ItemTableModel):
     """Causal HSTU next-item model (pointwise SiLU attention, gated by U).
 
     Args:
@@ -179,12 +176,6 @@ class HSTU(SingleFileModel):
             h = layer(h, allowed)
         return self.ln_out(h)
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Scores [..., N+1] of every item for hidden states [..., D]; padding column is -inf."""
-        scores = hidden @ self.item_emb.weight.T
-        scores[..., 0] = float("-inf")
-        return scores
-
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None):
         """Args: input_ids [B, L] left-padded; labels [B, L] next items, -100 where no loss.
 
@@ -196,12 +187,3 @@ class HSTU(SingleFileModel):
             return hidden, None
         keep = labels != -100
         return hidden, F.cross_entropy(self.logits(hidden[keep]), labels[keep])
-
-    @torch.no_grad()
-    def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> torch.Tensor:
-        """Float32 next-item scores [B, N+1] for time-ordered histories (the last ``max_history`` items
-        are used; ``users`` is ignored: HSTU here does not model users); column 0 is -inf."""
-        if any(len(h) == 0 for h in histories):
-            raise ValueError("HSTU.score got an empty history; it needs at least one item per user")
-        input_ids = left_pad(histories, self.max_history).to(self.item_emb.weight.device)
-        return self.logits(self.encode(input_ids)[:, -1].float()).float()

@@ -24,16 +24,13 @@ Shapes: B batch, L sequence length (``max_history``), D hidden size, N number of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import gin
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrec.data.padding import left_pad
-from genrec.models.single_file import SingleFileModel
+from genrec.models.single_file import ItemTableModel
 
 __all__ = ["SASRec"]
 
@@ -65,7 +62,7 @@ class _Block(nn.Module):
 
 
 @gin.configurable(denylist=["num_items"])
-class SASRec(SingleFileModel):
+class SASRec(ItemTableModel):
     """Causal self-attention next-item model.
 
     Args:
@@ -132,12 +129,6 @@ class SASRec(SingleFileModel):
             h = block(h, allowed)
         return h
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Scores [..., N+1] of every item for hidden states [..., D]; padding column is -inf."""
-        scores = hidden @ self.item_emb.weight.T
-        scores[..., 0] = float("-inf")
-        return scores
-
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None):
         """Args: input_ids [B, L] left-padded; labels [B, L] next items, -100 where no loss.
 
@@ -155,13 +146,4 @@ class SASRec(SingleFileModel):
         pos = (h * self.item_emb(target)).sum(-1)
         neg = (h * self.item_emb(negatives)).sum(-1)
         return hidden, -F.logsigmoid(pos - neg).mean()
-
-    @torch.no_grad()
-    def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> torch.Tensor:
-        """Float32 next-item scores [B, N+1] for time-ordered histories (the last ``max_history`` items
-        are used; ``users`` is ignored: SASRec does not model users); column 0 is -inf."""
-        if any(len(h) == 0 for h in histories):
-            raise ValueError("SASRec.score got an empty history; it needs at least one item per user")
-        input_ids = left_pad(histories, self.max_history).to(self.item_emb.weight.device)
-        return self.logits(self.encode(input_ids)[:, -1]).float()
 

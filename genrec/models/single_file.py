@@ -9,13 +9,18 @@ from the settings, loads the weights (checked) and the raw item ids, in eval mod
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
+import torch
+
+from genrec.data.padding import left_pad
 from genrec.models.base import Recommender
 from genrec.training.checkpoint import load_tensors, save_tensors
 
-__all__ = ["SingleFileModel"]
+__all__ = ["ItemTableModel", "SingleFileModel"]
 
 
 class SingleFileModel(Recommender):
@@ -48,3 +53,24 @@ class SingleFileModel(Recommender):
         model.load_state_dict(tensors)
         model.set_item_ids(meta["item_ids"])
         return model.eval()
+
+
+class ItemTableModel(SingleFileModel):
+    """A causal next-item model (SASRec, HSTU) that scores items against its item table ``item_emb``
+    from the last hidden state of ``encode(input_ids)`` over the last ``max_history`` items."""
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores [..., N+1] of every item for hidden states [..., D]; padding column is -inf."""
+        scores = hidden @ self.item_emb.weight.T
+        scores[..., 0] = float("-inf")
+        return scores
+
+    @torch.no_grad()
+    def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> torch.Tensor:
+        """Float32 next-item scores [B, N+1] for time-ordered histories (the last ``max_history`` items
+        are used; ``users`` is ignored: these models do not model users); column 0 is -inf."""
+        name = type(self).__name__
+        if any(len(h) == 0 for h in histories):
+            raise ValueError(f"{name}.score got an empty history; it needs at least one item per user")
+        input_ids = left_pad(histories, self.max_history).to(self.item_emb.weight.device)
+        return self.logits(self.encode(input_ids)[:, -1].float()).float()

@@ -31,6 +31,7 @@ def test_exact_title_bare_title_and_duplicates():
     assert m.match("TOY STORY") == 1  # bare title without the year
     assert m.match("Hamlet (1996)") == 7 and m.match("Hamlet (1948)") == 6
     assert m.match("Hamlet") == 6
+    assert m.match("Toy Story (1995)", candidates=[3, 5]) == 5  # of identical titles, the candidate
     assert m.match("") is None and m.match("!!!") is None
 
 

@@ -6,7 +6,8 @@ one piece of text to one item in three steps, first success wins:
 1. **exact title**: the text equals a title after :func:`normalize_title` (lower case, only
    ``a-z0-9`` and single spaces, RecAI's ``_clean_string``). A title ending in a year, e.g.
    ``"Toy Story (1995)"``, also answers to its bare form ``"toy story"``; when several items share a
-   normalised title the lowest index wins (ml-100k has 18 pairs of identical items);
+   normalised title the lowest index among the ``candidates`` wins, else the lowest index (ml-100k
+   has 18 pairs of identical items);
 2. **exact item id**: the text is a raw item id (``"1"``), optionally written ``item 1``, ``[1]`` or
    ``#1`` (only when ``ids`` are given);
 3. **fuzzy title**: cosine similarity of character-trigram TF-IDF vectors, exactly RecAI's
@@ -121,15 +122,15 @@ class TitleMatcher:
         self.threshold = _check_threshold(threshold)
         self.titles = [str(title) for title in titles]
         self.num_items = len(self.titles)
-        self._exact: dict[str, int] = {}
-        bare: dict[str, int] = {}
+        self._exact: dict[str, list[int]] = {}  # normalised title -> every item with it, lowest first
+        bare: dict[str, list[int]] = {}
         for index, title in enumerate(self.titles, start=1):
-            self._exact.setdefault(normalize_title(title), index)
+            self._exact.setdefault(normalize_title(title), []).append(index)
             without_year = normalize_title(_YEAR.sub("", title))
             if without_year:
-                bare.setdefault(without_year, index)
-        for key, index in bare.items():  # a bare title never overrides a full one
-            self._exact.setdefault(key, index)
+                bare.setdefault(without_year, []).append(index)
+        for key, indices in bare.items():  # a bare title never overrides a full one
+            self._exact.setdefault(key, indices)
         self._exact.pop("", None)
         self._ids = {str(raw).strip(): index for index, raw in enumerate(ids or [], start=1)}
         self._fit([normalize_title(title) for title in self.titles])
@@ -168,11 +169,19 @@ class TitleMatcher:
         queries = self._vectors([_trigrams(normalize_title(t)) for t in texts])
         return np.asarray((queries @ self._items.T).todense(), dtype=np.float64)
 
-    def exact(self, text: str) -> int | None:
-        """Item index whose normalised title (or raw id) equals ``text``, else ``None``."""
+    def exact(self, text: str, candidates: Sequence[int] | None = None) -> int | None:
+        """Item index whose normalised title (or raw id) equals ``text``, else ``None``.
+
+        Of several items with that title, the lowest-indexed one among ``candidates`` wins, else
+        the lowest-indexed one.
+        """
         key = normalize_title(text)
         if key in self._exact:
-            return self._exact[key]
+            indices = self._exact[key]
+            if candidates is not None and len(indices) > 1:
+                pool = set(int(c) for c in candidates)
+                return next((index for index in indices if index in pool), indices[0])
+            return indices[0]
         if self._ids:
             raw = str(text).strip()
             if raw in self._ids:
@@ -210,7 +219,7 @@ class TitleMatcher:
         threshold = self.threshold if threshold is None else _check_threshold(threshold)
         if not normalize_title(text):
             return None
-        found = self.exact(text)
+        found = self.exact(text, candidates)
         if found is not None:
             return found
         if candidates is not None:

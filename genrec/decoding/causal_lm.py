@@ -66,7 +66,8 @@ def decode_items(llm, input_ids: torch.Tensor, attention_mask: torch.Tensor, tri
 
 
 def causal_lm_beam_search(llm, input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: PrefixTrie,
-                          num_beams: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+                          num_beams: int, pad_token_id: int,
+                          prompt_embeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Beam search in which all K beams of a prompt share one KV-cache row (see the module docstring).
 
     Args:
@@ -75,6 +76,8 @@ def causal_lm_beam_search(llm, input_ids: torch.Tensor, attention_mask: torch.Te
         trie: the valid generated sequences (ending with the end token) and their values.
         num_beams: K.
         pad_token_id: fed for beams that have finished (their log-probs are ignored).
+        prompt_embeds: [B, L, D] input embeddings of the prompts, used instead of looking up
+            ``input_ids`` (soft tokens, :mod:`genrec.llm.soft_tokens`); generated tokens are words.
 
     Returns:
         As :func:`decode_items`.
@@ -85,8 +88,8 @@ def causal_lm_beam_search(llm, input_ids: torch.Tensor, attention_mask: torch.Te
                          f"{implementation!r}; use decoder 'hf'")
     batch, k = input_ids.shape[0], num_beams
     positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
-    out = llm(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True,
-              logits_to_keep=1)
+    prompt = {"input_ids": input_ids} if prompt_embeds is None else {"inputs_embeds": prompt_embeds}
+    out = llm(**prompt, attention_mask=attention_mask, position_ids=positions, use_cache=True, logits_to_keep=1)
     first = F.log_softmax(out.logits[:, -1].float(), dim=-1).repeat_interleave(k, 0)
     cache, prompt_mask = output_cache(out), attention_mask.bool()[:, None, None, :]  # [B, 1, 1, L]
     cache_name = cache_argument(llm)

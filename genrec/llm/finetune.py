@@ -73,7 +73,8 @@ def labelled_positions(labels: torch.Tensor) -> torch.Tensor:
 
 def causal_lm_loss(llm: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
                    attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                   label_positions: torch.Tensor | None = None, chunk_size: int = 4096) -> torch.Tensor:
+                   label_positions: torch.Tensor | None = None, chunk_size: int = 4096,
+                   inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
     """Mean next-token cross-entropy over the labelled positions, the head applied to those only.
 
     Equal to ``llm(input_ids, attention_mask=..., labels=labels).loss`` (labels shifted inside: the
@@ -89,16 +90,19 @@ def causal_lm_loss(llm: torch.nn.Module, input_ids: torch.Tensor, labels: torch.
             computed here (a device sync on a GPU).
         chunk_size: labelled positions per head + cross-entropy chunk; with more than one chunk,
             each is recomputed in the backward pass, so at most [chunk_size, V] logits are alive.
+        inputs_embeds: [B, L, D] input embeddings used instead of looking up ``input_ids`` (soft tokens,
+            :mod:`genrec.llm.soft_tokens`); ``input_ids`` then only gives the shape.
 
     Returns:
         A scalar; 0 (still attached to the graph) when no position is labelled.
     """
     parts = split_causal_lm(llm)
+    inputs = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
     if parts is None:  # a head with a non-linear transform: the model's own loss
-        return llm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, labels=labels,
+        return llm(**inputs, attention_mask=attention_mask, position_ids=position_ids, labels=labels,
                    use_cache=False).loss
     decoder, head = parts
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+    hidden = decoder(**inputs, attention_mask=attention_mask, position_ids=position_ids,
                      use_cache=False).last_hidden_state  # [B, L, D]
     if label_positions is None:
         label_positions = labelled_positions(labels)

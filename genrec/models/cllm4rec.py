@@ -75,6 +75,7 @@ from genrec.data.padding import right_pad
 from genrec.llm.finetune import enable_activation_checkpointing
 from genrec.llm.lora import apply_lora, lora_settings
 from genrec.llm.pretrained import BUNDLED_LLM, load_causal_lm
+from genrec.llm.soft_tokens import decoder_stack, run_decoder, word_embedding_std
 from genrec.models.base import Recommender, as_histories
 from genrec.retrieval import InnerProductIndex
 from genrec.training.checkpoint import load_tensors, save_tensors, trainable_state_dict
@@ -138,9 +139,9 @@ class CLLM4Rec(Recommender):
         self.num_users, self.num_items, self.max_history = num_users, num_items, max_history
 
         causal_lm, _ = load_causal_lm(pretrained_path, dtype, random_init)
-        self.llm = _backbone(causal_lm)
+        self.llm = decoder_stack(causal_lm)
         width = self.llm.config.hidden_size if hasattr(self.llm.config, "hidden_size") else self.llm.config.n_embd
-        word_std = float(self.llm.get_input_embeddings().weight.detach().float().std())
+        word_std = word_embedding_std(self.llm)
         del causal_lm
         self.user_emb = nn.Embedding(num_users + 1, d_rec)  # row 0: the anonymous user
         self.item_emb = nn.Embedding(num_items + 1, d_rec, padding_idx=0)
@@ -204,9 +205,7 @@ class CLLM4Rec(Recommender):
         users, items = users.to(device), items.to(device)
         tokens = torch.cat([self.user_emb(users)[:, None], self.item_emb(items)], dim=1)  # [B, L, d]
         mask = torch.cat([torch.ones_like(items[:, :1]), (items > 0).long()], dim=1)  # [B, L]
-        llm_dtype = self.llm.get_input_embeddings().weight.dtype
-        hidden = self.llm(inputs_embeds=self.in_proj(tokens).to(llm_dtype), attention_mask=mask,
-                          use_cache=False).last_hidden_state
+        hidden = run_decoder(self.llm, self.in_proj(tokens), mask)
         return self.out_proj(hidden.to(self.out_proj.weight.dtype))
 
     def logits(self, context: torch.Tensor) -> torch.Tensor:
@@ -407,11 +406,3 @@ def _bpr(query: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) ->
     neg = torch.einsum("md,mkd->mk", query, negative)  # [M, K]
     return -F.logsigmoid(pos - neg).mean()
 
-
-def _backbone(causal_lm: nn.Module) -> nn.Module:
-    """The decoder stack of a ``*ForCausalLM`` (``LlamaModel``, ``GPT2Model``, ...), without its LM head."""
-    backbone = getattr(causal_lm, "base_model", None)
-    if backbone is None or backbone is causal_lm or not hasattr(backbone, "get_input_embeddings"):
-        raise ValueError(f"cannot find the decoder stack of {type(causal_lm).__name__} (no base_model); "
-                         "CLLM4Rec needs a Hugging Face *ForCausalLM model")
-    return backbone

@@ -1,4 +1,5 @@
-"""Top-k items by inner product with faiss: exact (``IndexFlatIP``) or approximate (``IndexIVFFlat``).
+"""Top-k items by inner product with faiss: exact (``IndexFlatIP``) or approximate (``IndexIVFFlat``,
+``IndexHNSWFlat``).
 
 Item i of a catalogue 1..N is faiss id ``i - 1`` (row ``i - 1`` of the vectors). A search can leave
 out items per query (e.g. the user's history): it asks faiss for ``k`` plus the longest excluded
@@ -19,7 +20,7 @@ import torch
 
 __all__ = ["INDEX_KINDS", "InnerProductIndex"]
 
-INDEX_KINDS = ("flat", "ivf")
+INDEX_KINDS = ("flat", "ivf", "hnsw")
 
 
 class InnerProductIndex:
@@ -27,12 +28,16 @@ class InnerProductIndex:
 
     Args:
         vectors: [N, d] float vectors of items 1..N (row ``i - 1`` is item i).
-        kind: ``flat`` (exact, the default) or ``ivf`` (``IndexIVFFlat``: approximate, for large catalogues).
+        kind: ``flat`` (exact, the default), ``ivf`` (``IndexIVFFlat``) or ``hnsw`` (``IndexHNSWFlat``, a
+            graph of ``hnsw_m`` links per node): approximate, for large catalogues.
         nlist: IVF cells (default ``4 sqrt(N)``, at most N / 39 so every cell trains on 39 items).
         nprobe: IVF cells searched per query.
+        hnsw_m: HNSW links per node.
+        ef_search: HNSW candidate list per query (raised to the list length asked for when smaller).
     """
 
-    def __init__(self, vectors: np.ndarray, kind: str = "flat", nlist: int | None = None, nprobe: int = 8):
+    def __init__(self, vectors: np.ndarray, kind: str = "flat", nlist: int | None = None, nprobe: int = 8,
+                 hnsw_m: int = 32, ef_search: int = 64):
         import faiss
 
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -46,6 +51,9 @@ class InnerProductIndex:
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
             index.train(vectors)
             index.nprobe = nprobe
+        elif kind == "hnsw":
+            index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efSearch = ef_search
         else:
             raise ValueError(f"unknown index kind {kind!r}; use one of {', '.join(INDEX_KINDS)}")
         index.add(vectors)
@@ -64,6 +72,8 @@ class InnerProductIndex:
             raise ValueError(f"k must be in 1..{self.num_items} (the number of items), got {k}")
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         extra = max((len(np.asarray(e)) for e in exclude), default=0) if exclude is not None else 0
+        if self.kind == "hnsw" and self.index.hnsw.efSearch < k + extra:
+            self.index.hnsw.efSearch = k + extra
         scores, ids = self.index.search(queries, min(self.num_items, k + extra))
         items = torch.full((len(queries), k), -1, dtype=torch.long)
         top = torch.full((len(queries), k), float("-inf"))

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import sparse
@@ -52,7 +52,7 @@ STRICT_THRESHOLD = 0.8
 """RecAI's cosine threshold for the ranking error taxonomy (candidate / duplicate / history / copy)."""
 
 _YEAR = re.compile(r"\s*\((\d{4}|[IVX]+)\)\s*$")
-_NUMBERING = re.compile(r"^\s*(?:\(?\d{1,3}[.):]|[-*\u2022]|[A-Ja-j][.)])\s+")
+_NUMBERING = re.compile(r"^\s*(?:(?:title|item|rank)?\s*#?\(?\d{1,3}\s*[.):\-]|[-*\u2022])\s*", re.I)
 _SPAN = re.compile(r"<SOI>(.*?)(?:<EOI>|$)", re.S)
 _ID_FORMS = re.compile(r"^\s*(?:item\s*(?:id)?\s*[:#]?\s*|\[|#)?\s*([^\s\[\]#]+?)\s*\]?\s*$", re.I)
 _MAX_JOIN = 6  # comma pieces tried together when re-joining a title that contains commas
@@ -69,11 +69,13 @@ def _trigrams(normalized: str) -> list[str]:
     return [normalized[i:i + 3] for i in range(len(normalized) - 2) if " " not in normalized[i:i + 3]]
 
 
-def split_list(text: str) -> list[str]:
+def split_list(text: str, is_title: Callable[[str], bool] | None = None) -> list[str]:
     """Splits a list answer into entries (see the module docstring); empty entries are dropped.
 
-    Comma splitting is the last resort; it returns the raw pieces, and :meth:`TitleMatcher.split`
-    re-joins pieces that together form a title.
+    Numbering (``1.``, ``2)``, ``Title3:``, bullets) is removed from each entry unless ``is_title``
+    says the entry is a title as it stands (``"1-900 (1994)"``). Comma splitting is the last
+    resort; it returns the raw pieces, and :meth:`TitleMatcher.split` re-joins pieces that together
+    form a title.
     """
     text = str(text or "")
     if "<end>" in text:
@@ -88,13 +90,18 @@ def split_list(text: str) -> list[str]:
             entries = text.split(";")
         else:
             entries = text.split(",")
-    return [entry for entry in (_clean_entry(e) for e in entries) if entry]
+    return [entry for entry in (_clean_entry(e, is_title) for e in entries) if entry]
 
 
-def _clean_entry(entry: str) -> str:
+def _clean_entry(entry: str, is_title: Callable[[str], bool] | None = None) -> str:
     """Strips numbering, bullets, quotes, span markers and surrounding punctuation from one entry."""
     entry = entry.replace("<SOI>", " ").replace("<EOI>", " ").strip()
-    entry = _NUMBERING.sub("", entry, count=1)
+    if is_title is None or not is_title(_strip(entry)):
+        entry = _NUMBERING.sub("", entry, count=1)
+    return _strip(entry)
+
+
+def _strip(entry: str) -> str:
     return entry.strip().strip("\"'`*").strip().rstrip(".").strip()
 
 
@@ -191,6 +198,10 @@ class TitleMatcher:
                 return self._ids[form.group(1)]
         return None
 
+    def same_title(self, item: int) -> list[int]:
+        """Every item whose normalised title equals item ``item``'s (itself included), lowest first."""
+        return list(self._exact.get(normalize_title(self.titles[int(item) - 1]), [int(item)]))
+
     def best(self, text: str, candidates: Sequence[int] | None = None) -> tuple[int | None, float]:
         """``(item index, cosine)`` of the fuzzy step's best item, no threshold applied.
 
@@ -232,10 +243,11 @@ class TitleMatcher:
     def split(self, text: str) -> list[str]:
         """Entries of a list answer: :func:`split_list`, with comma pieces re-joined into exact titles."""
         text = str(text or "")
+        is_title = self._is_title
         if any(mark in text for mark in ("<end>", "<SOI>", ";")) or len(
                 [line for line in text.splitlines() if line.strip()]) > 1:
-            return split_list(text)
-        pieces = split_list(text)
+            return split_list(text, is_title)
+        pieces = split_list(text, is_title)
         entries, i = [], 0
         while i < len(pieces):
             for j in range(min(len(pieces), i + _MAX_JOIN), i + 1, -1):
@@ -248,6 +260,9 @@ class TitleMatcher:
                 entries.append(pieces[i])
                 i += 1
         return entries
+
+    def _is_title(self, text: str) -> bool:
+        return normalize_title(text) in self._exact
 
     def match_list(self, text: str, candidates: Sequence[int] | None = None,
                    threshold: float | None = None) -> list[int | None]:

@@ -37,7 +37,8 @@ from torch.utils.data import Dataset
 from genrec.llm.finetune import labelled_positions, pack_examples, pad_examples
 from genrec.llm.tasks import PromptFormat
 
-__all__ = ["RECLM_TASKS", "RecLMData", "category_items", "reclm_instruction", "render_answer", "teacher_rankings"]
+__all__ = ["RECLM_TASKS", "RecLMData", "category_items", "draw_task", "reclm_instruction", "render_answer",
+           "teacher_rankings"]
 
 RECLM_TASKS = ("sequential", "item_count", "plus_category", "minus_category", "proportion")
 PROPORTION_WORDS = {"at_least": "at least", "exactly": "exactly", "at_most": "at most"}
@@ -79,6 +80,28 @@ def category_items(genres: Sequence[str]) -> dict[str, set[int]]:
             if name and name.lower() != "unknown":
                 out.setdefault(name, set()).add(item)
     return out
+
+
+def draw_task(rng: np.random.Generator, tasks: Sequence[str], target: int, categories: dict[str, set[int]],
+              list_length: int) -> dict:
+    """A random task for a target item: ``{"task", "item_count"}`` plus ``category`` for category tasks and
+    ``proportion``, ``category_count`` for ``proportion``. A category task whose target has no
+    usable category (no genre, or every genre for ``minus_category``) becomes ``sequential``."""
+    task = tasks[int(rng.integers(len(tasks)))]
+    n = int(rng.integers(1, list_length + 1)) if task == "item_count" else list_length
+    field = {"task": task, "item_count": n}
+    if task in ("sequential", "item_count"):
+        return field
+    have = sorted(name for name, items in categories.items() if target in items)
+    lack = sorted(name for name, items in categories.items() if target not in items)
+    pool = lack if task == "minus_category" else have
+    if not pool:
+        return {"task": "sequential", "item_count": list_length}
+    field["category"] = pool[int(rng.integers(len(pool)))]
+    if task == "proportion":
+        field["proportion"] = list(PROPORTION_WORDS)[int(rng.integers(3))]
+        field["category_count"] = int(rng.integers(1, n + 1))
+    return field
 
 
 @torch.no_grad()
@@ -147,29 +170,15 @@ class RecLMData(Dataset):
         instructions, responses = [], []
         for field, history, teacher_items in zip(self.fields, histories, ranked):
             field["history"] = [int(i) for i in history]
-            field.update(self._draw_task(rng, tasks, field["target"]))
+            field.update(draw_task(rng, tasks, field["target"], self.categories, list_length))
             field["output"] = self._label(field, teacher_items)
+            field["item_count"] = len(field["output"])  # fewer than asked when the constraint leaves fewer
+            if field["task"] == "proportion":
+                field["category_count"] = len(set(field["output"]) & self.categories[field["category"]])
             instructions.append(self.instruction(field))
             responses.append(render_answer(field["output"], self.titles, span_tokens))
         self.counts = {t: sum(f["task"] == t for f in self.fields) for t in tasks}
         self.examples = prompt_format.tokenize(instructions, responses)
-
-    def _draw_task(self, rng, tasks: Sequence[str], target: int) -> dict:
-        task = tasks[int(rng.integers(len(tasks)))]
-        n = int(rng.integers(1, self.list_length + 1)) if task == "item_count" else self.list_length
-        field = {"task": task, "item_count": n}
-        if task in ("sequential", "item_count"):
-            return field
-        have = sorted(name for name, items in self.categories.items() if target in items)
-        lack = sorted(name for name, items in self.categories.items() if target not in items)
-        pool = lack if task == "minus_category" else have
-        if not pool:  # the target has no genre (or every genre): fall back to plain recommendation
-            return {"task": "sequential", "item_count": self.list_length}
-        field["category"] = pool[int(rng.integers(len(pool)))]
-        if task == "proportion":
-            field["proportion"] = list(PROPORTION_WORDS)[int(rng.integers(3))]
-            field["category_count"] = int(rng.integers(1, n + 1))
-        return field
 
     def _label(self, field: dict, teacher_items: np.ndarray) -> list[int]:
         target, n = field["target"], field["item_count"]

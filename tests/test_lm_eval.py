@@ -13,8 +13,15 @@ import numpy as np
 import pytest
 
 from genrec.data import load_dataset
-from genrec.evaluation.lm_backends import BackendError, CallableBackend, HFBackend, OpenAIBackend, RandomBackend
-from genrec.evaluation.lm_eval import LMEvalError, evaluate_examples, evaluate_lm, load_answers, prepare_examples
+from genrec.evaluation.lm_backends import BackendError, CallableBackend, HFBackend, OpenAIBackend, RandomBackend, Reply
+from genrec.evaluation.lm_eval import (
+    LMEvalError,
+    evaluate_examples,
+    evaluate_lm,
+    load_answers,
+    prepare_examples,
+    score_answers,
+)
 from genrec.evaluation.lm_metrics import answer_errors, error_rates, lcs_length, list_metrics, relevance
 from genrec.evaluation.lm_tasks import UnknownTaskError, build_examples, parse_choice
 from genrec.lmeval import main as lmeval_main
@@ -28,7 +35,7 @@ def write_recai(folder, num_users, num_items=60, length=(8, 14), seed=0):
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "metadata.json", "w") as f:
         for i in range(1, num_items + 1):
-            f.write(json.dumps({"title": f"The {WORDS[i % 10]} {WORDS[(i // 10) % 10]} Story {i}"}) + "\n")
+            f.write(json.dumps({"title": f"The {WORDS[i % 10]} {WORDS[(i // 10) % 10]} Story {i:03d}"}) + "\n")
     with open(folder / "sequential_data.txt", "w") as f:
         for user in range(1, num_users + 1):
             items = rng.choice(np.arange(1, num_items + 1), size=int(rng.integers(*length)), replace=False)
@@ -100,6 +107,24 @@ def test_ranking_examples(small):
     assert one.candidates == examples[3].candidates and one.prompt == examples[3].prompt
 
 
+def test_recai_negative_samples_are_used(tmp_path):
+    dataset = write_recai(tmp_path / "neg", num_users=6, num_items=60)
+    folder = tmp_path / "neg"
+    lines = (folder / "sequential_data.txt").read_text().splitlines()
+    with open(folder / "negative_samples.txt", "w") as f:
+        for line in lines:
+            f.write(line.split()[0] + " " + " ".join(str(i) for i in range(1, 41)) + "\n")
+    examples, _, _, _ = prepare_examples(dataset, "ranking", num_users=None, num_candidates=10)
+    interactions, _ = load_dataset(dataset)
+    allowed = {interactions.item_index(str(i)) for i in range(1, 41) if str(i) in interactions.item_ids}
+    for e in examples:
+        assert set(e.candidates) - {e.target} <= allowed
+    with open(folder / "negative_samples.txt", "a") as f:
+        f.write("7\n")
+    with pytest.raises(LMEvalError, match="line 7 names user '7' but no negative items"):
+        prepare_examples(dataset, "ranking", num_users=None)
+
+
 def test_multiple_choice_examples(small):
     interactions, _ = small
     seq, *_ = prepare_examples(small, "seq_ranking_mc", num_users=5)
@@ -129,6 +154,23 @@ def test_bad_inputs_are_named(small):
         evaluate_examples(RandomBackend(), examples, matcher)
     with pytest.raises(ValueError, match="out of range"):
         prepare_examples(small, "ranking", users=[10_000])
+
+
+def test_retrieval_scoring_by_hand(small):
+    (e, other), matcher, titles, _ = prepare_examples(small, "retrieval", users=[0, 1])
+    words = titles[e.target].split()  # "The <w1> <w2> Story <nnn>"
+    partial = f"{words[2]} Story {words[4]}"
+    assert 0.6 <= matcher.best(partial)[1] < 0.8 and matcher.best(partial)[0] == e.target
+    seen = titles[e.history[0]]
+    answer = f"1. {seen}\n2. {partial}\n3. Zzqx Vvwy\n4. {seen}"
+    result = score_answers([e, other], [Reply(answer), Reply(None, "malformed")], matcher, k_list=(1, 5))
+    # row 1: relevant at rank 1 (0.6 threshold); row 2: a malformed reply, a miss
+    assert result["hit@1"] == 0.0 and result["hit@5"] == 0.5 and result["precision@5"] == pytest.approx(0.1)
+    assert result["ndcg@5"] == pytest.approx(0.5 / math.log2(3)) and result["mrr@5"] == 0.25
+    # taxonomy at 0.8: the partial title and the nonsense map to nothing, the history title is repeated
+    assert result["not_in_catalogue_rate"] == 0.5 and result["duplicate_rate"] == 0.5
+    assert result["in_history_rate"] == 0.5 and result["copy_error"] == 0.5
+    assert result["malformed_answer_rate"] == 0.5 and result["empty_answer_rate"] == 0.0
 
 
 # ---- sanity: chance gives RecAI's random row -----------------------------------------------------------------

@@ -50,7 +50,7 @@ from genrec.io import LockedError, file_lock, fingerprint
 from genrec.progress import progress
 
 __all__ = ["LMEvalError", "default_cache_path", "evaluate_examples", "evaluate_lm", "load_answers", "map_entries",
-           "prepare_examples", "score_answers"]
+           "prepare_examples", "read_negative_samples", "score_answers"]
 
 NOUNS = {"ml-100k": "movie", "ml-1m": "movie"}
 
@@ -126,9 +126,38 @@ def prepare_examples(data, task: str, users: Sequence[int] | None = None, num_us
     matcher = TitleMatcher(titles[1:], ids=catalog.item_ids[1:])
     chosen = pick_users(len(interactions.sequences), num_users, users, seed)
     noun = noun or NOUNS.get(name, "item")
+    pools = None
+    if isinstance(data, str) and data.startswith("recai:"):
+        pools = read_negative_samples(Path(data.partition(":")[2]).expanduser() / "negative_samples.txt",
+                                      interactions)
     examples = build_examples(task, interactions.sequences, titles, chosen, seed=seed, split=split, noun=noun,
-                              **task_kwargs)
+                              negative_pools=pools, **task_kwargs)
     return examples, matcher, titles, name
+
+
+def read_negative_samples(path: Path, interactions) -> dict[int, list[int]] | None:
+    """RecAI's ``negative_samples.txt`` (``user_id neg_1 neg_2 ...``, raw ids) as user index -> item
+    indices; ``None`` when the file does not exist. Ids the dataset does not know are skipped.
+
+    Raises:
+        LMEvalError: a line that is not ids separated by spaces, naming the file and line.
+    """
+    if not path.is_file():
+        return None
+    users = {raw: index for index, raw in enumerate(interactions.user_ids)}
+    items = {raw: index for index, raw in enumerate(interactions.item_ids) if index > 0}
+    pools: dict[int, list[int]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            user, *negatives = line.split()
+            if not negatives:
+                raise LMEvalError(f"{path}: line {number} names user {user!r} but no negative items; write "
+                                  "'user_id neg_1 neg_2 ...' per line (RecAI's format) or delete the file")
+            if user in users:
+                pools[users[user]] = [items[raw] for raw in negatives if raw in items]
+    return pools
 
 
 def evaluate_lm(backend, data, task: str, users: Sequence[int] | None = None, num_users: int | None = 100,

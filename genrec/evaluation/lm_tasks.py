@@ -8,8 +8,9 @@ so a user's example is the same whatever other users are evaluated. Titles are `
 - ``retrieval``: the ``max_history`` most recent history titles (oldest first) -> the model names
   ``num_recommendations`` titles (RecAI: 10), one line, separated by ``<end>``.
 - ``ranking``: the history and ``num_candidates`` candidates (RecAI: 20 = the target + 19 negatives
-  drawn uniformly from the items the user never interacted with), shuffled, each on its own line
-  as ``<SOI>title<EOI>``; the model lists them best first, separated by ``<end>``.
+  drawn uniformly from the items the user never interacted with, or from the user's line of a RecAI
+  folder's ``negative_samples.txt``), shuffled, each on its own line as ``<SOI>title<EOI>``; the
+  model lists them best first, separated by ``<end>``.
 - ``seq_ranking_mc``: the chronological history and ``num_choices`` options ``A``-``J`` (the next
   item + 9 negatives); the model answers one letter.
 - ``cf_ranking_mc``: one random item of the user's history is held out and the rest shown in a
@@ -23,7 +24,7 @@ models); the formats (``<SOI>``/``<EOI>`` candidates, ``<end>`` separators, lett
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -123,7 +124,8 @@ def pick_users(num_users_total: int, num_users: int | None = None, users: Sequen
 
 def build_examples(task: str, sequences: Sequence[np.ndarray], titles: Sequence[str], users: Sequence[int],
                    seed: int = 2020, split: str = "test", max_history: int = 20, num_candidates: int = 20,
-                   num_choices: int = 10, num_recommendations: int = 10, noun: str = "item") -> list[LMExample]:
+                   num_choices: int = 10, num_recommendations: int = 10, noun: str = "item",
+                   negative_pools: Mapping[int, Sequence[int]] | None = None) -> list[LMExample]:
     """One :class:`LMExample` per user (see the module docstring).
 
     Args:
@@ -139,6 +141,9 @@ def build_examples(task: str, sequences: Sequence[np.ndarray], titles: Sequence[
         num_choices: options of the multiple-choice tasks (2..10).
         num_recommendations: titles asked for in ``retrieval``.
         noun: what an item is, for the prompt (``"movie"``).
+        negative_pools: per user index, the items to draw negatives from (RecAI's
+            ``negative_samples.txt``; items the user interacted with are left out); users without a
+            pool draw from every item they never interacted with.
 
     Raises:
         UnknownTaskError: an unknown task.
@@ -172,17 +177,21 @@ def build_examples(task: str, sequences: Sequence[np.ndarray], titles: Sequence[
         size = {"ranking": num_candidates, "retrieval": 1}.get(task, num_choices)
         candidates = []
         if task != "retrieval":
-            negatives = _negatives(rng, set(int(x) for x in sequence), num_items, size - 1, user)
+            pool = None if negative_pools is None else negative_pools.get(user)
+            negatives = _negatives(rng, set(int(x) for x in sequence), num_items, size - 1, user, pool)
             candidates = [int(x) for x in rng.permutation([target] + negatives)]
         examples.append(_example(task, user, history, target, candidates, titles, num_recommendations, noun))
     return examples
 
 
-def _negatives(rng: np.random.Generator, seen: set[int], num_items: int, count: int, user: int) -> list[int]:
-    """``count`` distinct items drawn uniformly from 1..N outside ``seen``."""
-    pool = np.setdiff1d(np.arange(1, num_items + 1), np.fromiter(seen, dtype=np.int64))
+def _negatives(rng: np.random.Generator, seen: set[int], num_items: int, count: int, user: int,
+               pool: Sequence[int] | None = None) -> list[int]:
+    """``count`` distinct items drawn uniformly from ``pool`` (default 1..N) outside ``seen``."""
+    universe = np.arange(1, num_items + 1) if pool is None else np.unique(np.asarray(pool, dtype=np.int64))
+    pool = np.setdiff1d(universe, np.fromiter(seen, dtype=np.int64))
     if len(pool) < count:
-        raise ValueError(f"user {user} has only {len(pool)} items never interacted with, fewer than the {count} "
+        where = "never interacted with" if universe.size == num_items else "in its negative samples"
+        raise ValueError(f"user {user} has only {len(pool)} items {where}, fewer than the {count} "
                          "negatives needed; lower num_candidates / num_choices")
     return [int(x) for x in rng.choice(pool, size=count, replace=False)]
 

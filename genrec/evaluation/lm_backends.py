@@ -70,7 +70,9 @@ class HFBackend:
         system_prompt: system message of the chat template (``None``: the template's default).
         max_prompt_tokens: longer prompts lose tokens from the left.
         dtype: weights dtype when loading a spec.
-        generate_kwargs: extra ``model.generate`` arguments; their repr is part of the identity.
+        generate_kwargs: extra ``model.generate`` arguments; JSON values are part of the identity,
+            other objects (a ``logits_processor``) only by type name, so name what they do in
+            ``identity``.
     """
 
     def __init__(self, model=None, tokenizer=None, identity: str | None = None, max_new_tokens: int | None = None,
@@ -95,7 +97,7 @@ class HFBackend:
         self.system_prompt, self.max_prompt_tokens = system_prompt, max_prompt_tokens
         self.generate_kwargs = dict(generate_kwargs or {})
         settings = {"max_new_tokens": max_new_tokens, "system_prompt": system_prompt, "max_prompt": max_prompt_tokens,
-                    "generate": {k: repr(v) for k, v in sorted(self.generate_kwargs.items())}}
+                    "generate": {k: _stable(v) for k, v in sorted(self.generate_kwargs.items())}}
         self.identity = f"{identity}|greedy|{json.dumps(settings, sort_keys=True)}"
 
     def answer(self, examples: Sequence[LMExample]) -> list[Reply]:
@@ -118,6 +120,15 @@ class HFBackend:
             row = row[: row.index(eos)] if eos in row else row
             replies.append(Reply(self.tokenizer.decode(row, skip_special_tokens=True)))
         return replies
+
+
+def _stable(value):
+    """``value`` if it is JSON, else its type name (an object's repr holds its address, new every run)."""
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return type(value).__name__
 
 
 class OpenAIBackend:

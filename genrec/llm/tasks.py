@@ -1,15 +1,25 @@
 """Instruction-tuning tasks that teach a causal LLM to speak in item codes (LC-Rec).
 
 LC-Rec (Zheng et al., ICDE 2024, arXiv 2311.09049) fine-tunes an LLM on prompts in which every
-item is written as its semantic ID, one added token per level (``<C0_17><C1_3><C2_40>``). Three of
-its task families are implemented here, each with a pool of paraphrased instructions; one is drawn
-per example from a seeded generator, so a run is reproducible:
+item is written as its semantic ID, one added token per level (``<C0_17><C1_3><C2_40>``). Its six
+task families are here (:data:`TASKS`), each with a pool of paraphrased instructions
+(:mod:`genrec.llm.templates`); one is drawn per example from a seeded generator, so a run is
+reproducible. Histories are the user's last (at most ``max_history``) items and every example
+comes from the **training** sequences only (``split.train``; valid and test targets are never seen):
 
-* ``seqrec``: the codes of a user's last (at most ``max_history``) items -> the codes of the next
-  item. Examples slide over the **training** sequences only (every prefix of ``split.train``; the
-  valid and test targets are never seen), as LC-Rec does.
+* ``seqrec``: a history's codes -> the codes of the next item; a sliding window over every prefix,
+  as LC-Rec does.
 * ``item2index``: an item's text -> its codes (aligns language with the new tokens).
 * ``index2item``: an item's codes -> its title.
+* ``fusionseqrec``: the same windows as ``seqrec``, in both directions between codes and language:
+  a history's codes -> the next item's title or description (:func:`item_description`), or the
+  history's titles -> the next item's codes (subsampled by ``max_fusion_examples``, as LC-Rec does).
+* ``itemsearch``: a search query for the last training item of each user (with, depending on the
+  template, the history before it and the user's preference) -> its codes.
+* ``preferenceobtain``: each user's training history -> the user's preference in text.
+
+The queries and preferences are LC-Rec's GPT-written intentions replaced by texts derived offline
+from the catalogue (genres or categories, era, brand, title words; :mod:`genrec.llm.intentions`).
 
 :class:`PromptFormat` renders an instruction with the tokenizer's chat template when it has one
 (a user turn, then the generation prompt), else with LC-Rec's Alpaca frame (``### Instruction:`` /
@@ -36,44 +46,19 @@ from torch.utils.data import Dataset
 
 from genrec.data import ItemCatalog
 from genrec.llm.finetune import IGNORE, labelled_positions, pack_examples, pad_examples
+from genrec.llm.intentions import item_facets, item_query, preference_text
+from genrec.llm.templates import FUSION_RESPONSES, TEMPLATES
 
-__all__ = ["TASKS", "TEMPLATES", "PromptFormat", "TaskData", "item_title"]
+__all__ = ["DEFAULT_TASKS", "TASKS", "TEMPLATES", "PromptFormat", "TaskData", "item_description", "item_title"]
 
 ALPACA_PREAMBLE = ("Below is an instruction that describes a task. Write a response that appropriately "
                    "completes the request.\n\n")
 
-TEMPLATES: dict[str, tuple[str, ...]] = {
-    "seqrec": (
-        "Here are the items a user interacted with, in order: {history}. Predict the next item the user "
-        "will interact with.",
-        "A user's interaction history, oldest first: {history}. Which item comes next?",
-        "Given the items this user chose in this order: {history}, recommend the item they will choose next.",
-        "The user has engaged with {history}, in that order. What will they engage with next?",
-        "Based on the sequence {history}, what is the user's next item?",
-        "Items consumed so far (chronological): {history}. Recommend one item to follow.",
-        "Here is what a user liked, in order: {history}. Name the item they are most likely to like next.",
-        "Using the history {history}, forecast the next item for this user.",
-    ),
-    "item2index": (
-        "Which item is described as \"{text}\"? Answer with its item index.",
-        "Give the index of this item: {text}",
-        "Item description: {text}. What is its index?",
-        "Find the item index that corresponds to \"{text}\".",
-        "What index identifies the item \"{text}\"?",
-        "Map this item to its index: {text}",
-    ),
-    "index2item": (
-        "What is the title of item {index}?",
-        "Item {index} is called what?",
-        "Tell me the title of the item with index {index}.",
-        "Which item does the index {index} stand for? Give its title.",
-        "Name the item whose index is {index}.",
-        "Decode the item index {index} into its title.",
-    ),
-}
-"""Instruction pools; the first template of ``seqrec`` is the one used for evaluation."""
-
 TASKS = tuple(TEMPLATES)
+"""Every task name, in the order of the ``task`` column of :attr:`TaskData.rows`."""
+
+DEFAULT_TASKS = ("seqrec", "item2index", "index2item")
+"""The mix when none is named (the configs name LC-Rec's six; see ``config/lcrec/ml100k/lcrec.gin``)."""
 
 
 def item_title(catalog: ItemCatalog, item: int) -> str:
@@ -83,6 +68,18 @@ def item_title(catalog: ItemCatalog, item: int) -> str:
     if not title:
         return catalog.text(item)
     return f"{title} ({year})" if year else title
+
+
+def item_description(catalog: ItemCatalog, item: int) -> str:
+    """The ``description`` field of item index ``item``; without one, its other non-title fields
+    (``"Year: 1996. Genres: Comedy."``); ``""`` when the item has only a title."""
+    described = catalog.fields.get("description", [""] * len(catalog.item_ids))[item].strip()
+    if described:
+        return described
+    parts = [f"{field.replace('_', ' ').capitalize()}: {values[item].strip()}"
+             for field, values in catalog.fields.items()
+             if field not in ("title", "description") and values[item].strip()]
+    return " ".join(part if part[-1] in ".!?" else part + "." for part in parts)
 
 
 class PromptFormat:
@@ -177,12 +174,15 @@ class TaskData(Dataset):
     Args:
         train_sequences: per user, the time-ordered training items (``split.train``).
         item_codes: per item index, its code string (``item_codes[0]`` unused).
-        catalog: item texts for ``item2index`` / ``index2item``.
+        catalog: item texts, titles and descriptions, and the facets of queries and preferences.
         prompt_format: renders and tokenises examples.
-        tasks: which of :data:`TASKS` to train on.
-        max_history: most recent items in a ``seqrec`` history (LC-Rec: 20).
+        tasks: which of :data:`TASKS` to train on (default :data:`DEFAULT_TASKS`; LC-Rec's own
+            mix is all six); an unknown name is an error that lists the valid ones.
+        max_history: most recent items in any history (LC-Rec: 20).
         max_seqrec_examples: keep this many ``seqrec`` windows, drawn at random (``None``: all).
         item_repeats: examples per item for ``item2index`` and ``index2item`` (each a fresh template).
+        max_fusion_examples: keep this many ``fusionseqrec`` windows, drawn at random (``None``:
+            all; LC-Rec keeps 20k to 100k per dataset).
         seed: seeds template choice and window sampling.
         pretokenize: tokenise every example once at construction (else each batch when fetched).
         packing: padding-free packed batches (else right-padded ones).
@@ -192,12 +192,16 @@ class TaskData(Dataset):
     """
 
     def __init__(self, train_sequences: Sequence[np.ndarray], item_codes: Sequence[str], catalog: ItemCatalog,
-                 prompt_format: PromptFormat, tasks: Sequence[str] = TASKS, max_history: int = 20,
-                 max_seqrec_examples: int | None = None, item_repeats: int = 1, seed: int = 0,
-                 pretokenize: bool = True, packing: bool = True, pack_tokens: int | None = 256):
+                 prompt_format: PromptFormat, tasks: Sequence[str] = DEFAULT_TASKS, max_history: int = 20,
+                 max_seqrec_examples: int | None = None, item_repeats: int = 1,
+                 max_fusion_examples: int | None = None, seed: int = 0, pretokenize: bool = True,
+                 packing: bool = True, pack_tokens: int | None = 256):
+        tasks = [tasks] if isinstance(tasks, str) else list(tasks)
         unknown = [task for task in tasks if task not in TEMPLATES]
         if unknown or not tasks:
-            raise ValueError(f"unknown or no LC-Rec tasks {list(tasks)!r}; choose from {', '.join(TASKS)}")
+            what = f"unknown: {', '.join(map(repr, unknown))}" if unknown else "the list is empty"
+            raise ValueError(f"unknown or no LC-Rec tasks {tasks!r} ({what}); TaskData.tasks takes any of "
+                             f"{', '.join(TASKS)}")
         if max_history < 1:
             raise ValueError(f"TaskData.max_history must be >= 1, got {max_history}")
         if pack_tokens is not None and pack_tokens < 1:
@@ -206,22 +210,40 @@ class TaskData(Dataset):
         self.item_codes, self.catalog, self.format = list(item_codes), catalog, prompt_format
         self.max_history = max_history
         rng = np.random.default_rng(seed)
-        parts = []  # rows of (task, a, b, c): seqrec (user, end), item tasks (item, 0)
+        parts = []  # rows of (task, a, b): item tasks (item, 0); every other task (user, end of its history)
+        users = np.concatenate([np.full(max(len(s) - 1, 0), u) for u, s in enumerate(train_sequences)])
+        ends = np.concatenate([np.arange(1, len(s)) for s in train_sequences if len(s) > 1] or [np.zeros(0, int)])
         if "seqrec" in tasks:
-            users = np.concatenate([np.full(max(len(s) - 1, 0), u) for u, s in enumerate(train_sequences)])
-            ends = np.concatenate([np.arange(1, len(s)) for s in train_sequences if len(s) > 1])
-            if max_seqrec_examples is not None and max_seqrec_examples < len(ends):
-                keep = np.sort(rng.choice(len(ends), max_seqrec_examples, replace=False))
-                users, ends = users[keep], ends[keep]
-            parts.append(np.column_stack([np.zeros_like(ends), users, ends]))
+            keep = _sample(rng, len(ends), max_seqrec_examples)
+            parts.append(_task_rows("seqrec", users[keep], ends[keep]))
         items = np.tile(np.arange(1, len(self.item_codes)), item_repeats)
         for task in ("item2index", "index2item"):
             if task in tasks:
-                parts.append(np.column_stack([np.full_like(items, TASKS.index(task)), items, np.zeros_like(items)]))
+                parts.append(_task_rows(task, items, np.zeros_like(items)))
+        # The tasks LC-Rec added later draw from their own generator: the rows and templates of the
+        # three first tasks stay those of a mix without them.
+        extra = np.random.default_rng([seed, 1])
+        if "fusionseqrec" in tasks:
+            keep = _sample(extra, len(ends), max_fusion_examples)
+            parts.append(_task_rows("fusionseqrec", users[keep], ends[keep]))
+        lengths = np.array([len(s) for s in train_sequences], dtype=np.int64)
+        if "itemsearch" in tasks:  # the last training item of each user with a history before it
+            searchers = np.flatnonzero(lengths >= 2)
+            parts.append(_task_rows("itemsearch", searchers, lengths[searchers] - 1))
+        if "preferenceobtain" in tasks:  # each user's whole (truncated) training history
+            profiled = np.flatnonzero(lengths >= 1)
+            parts.append(_task_rows("preferenceobtain", profiled, lengths[profiled]))
         rows = np.concatenate(parts)
-        templates = rng.integers(0, 1 << 30, len(rows)) % np.array([len(TEMPLATES[t]) for t in TASKS])[rows[:, 0]]
+        if not len(rows):
+            raise ValueError(f"LC-Rec tasks {tasks!r} yield no training example from these sequences")
+        sizes = np.array([len(TEMPLATES[t]) for t in TASKS])
+        first = rows[:, 0] < TASKS.index("fusionseqrec")
+        templates = np.zeros(len(rows), np.int64)
+        templates[first] = rng.integers(0, 1 << 30, int(first.sum())) % sizes[rows[first, 0]]
+        templates[~first] = extra.integers(0, 1 << 30, int((~first).sum())) % sizes[rows[~first, 0]]
         self.rows = np.column_stack([rows, templates]).astype(np.int64)
         self.sequences = list(train_sequences)
+        self.facets = item_facets(catalog) if {"itemsearch", "preferenceobtain"} & set(tasks) else None
         self.counts = {task: int((self.rows[:, 0] == i).sum()) for i, task in enumerate(TASKS) if task in tasks}
         self._tokens: np.ndarray | None = None  # int32, all examples' ids end to end
         if pretokenize:
@@ -265,13 +287,32 @@ class TaskData(Dataset):
         """(instruction, response) of example ``i``."""
         task, a, b, template = (int(v) for v in self.rows[i])
         name = TASKS[task]
-        if name == "seqrec":
-            sequence = self.sequences[a]
-            history = sequence[max(0, b - self.max_history): b]
-            return seqrec_instruction(self.item_codes, history, template), self.item_codes[sequence[b]]
         if name == "item2index":
             return TEMPLATES[name][template].format(text=self.catalog.text(a)), self.item_codes[a]
-        return TEMPLATES[name][template].format(index=self.item_codes[a]), item_title(self.catalog, a)
+        if name == "index2item":
+            return TEMPLATES[name][template].format(index=self.item_codes[a]), item_title(self.catalog, a)
+        sequence = self.sequences[a]
+        history = sequence[max(0, b - self.max_history): b]
+        codes = ", ".join(self.item_codes[j] for j in history)
+        if name == "seqrec":
+            return seqrec_instruction(self.item_codes, history, template), self.item_codes[sequence[b]]
+        if name == "preferenceobtain":
+            return TEMPLATES[name][template].format(history=codes), preference_text(self.facets, history)
+        target = int(sequence[b])
+        if name == "itemsearch":
+            instruction = TEMPLATES[name][template].format(history=codes, query=item_query(self.facets, target),
+                                                           preference=preference_text(self.facets, history))
+            return instruction, self.item_codes[target]
+        response = FUSION_RESPONSES[template]  # fusionseqrec
+        description = item_description(self.catalog, target) if response == "description" else ""
+        if response == "description" and not description:  # a title-only item: the paired title template
+            template += FUSION_RESPONSES.index("title") - FUSION_RESPONSES.index("description")
+            response = "title"
+        titles = ", ".join(f"\"{item_title(self.catalog, j)}\"" for j in history)
+        instruction = TEMPLATES[name][template].format(history=codes, titles=titles)
+        answer = {"title": item_title(self.catalog, target), "description": description,
+                  "index": self.item_codes[target]}[response]
+        return instruction, answer
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([i]).items()}
@@ -292,3 +333,18 @@ class TaskData(Dataset):
     def collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The batch as ``__getitems__`` built it."""
         return batch
+
+
+def _sample(rng: np.random.Generator, count: int, keep: int | None) -> np.ndarray:
+    """Sorted indices of ``keep`` of ``count`` rows drawn without replacement (all rows when ``None`` or more)."""
+    if keep is not None and keep < 0:
+        raise ValueError(f"TaskData.max_seqrec_examples and max_fusion_examples must be >= 0 or None, got {keep}")
+    if keep is None or keep >= count:
+        return np.arange(count)
+    return np.sort(rng.choice(count, keep, replace=False))
+
+
+def _task_rows(task: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """int64 [n, 3] rows ``(task index, a, b)``."""
+    return np.column_stack([np.full(len(a), TASKS.index(task)), a, b]).astype(np.int64)
+

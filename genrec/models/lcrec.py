@@ -113,6 +113,7 @@ class LCRec(Recommender):
             enable_activation_checkpointing(self.llm)
             self.llm.config.use_cache = False
         self.format = PromptFormat(self.tokenizer, system_prompt, max_length)
+        self.prompt_template = 0  # the seqrec template of recommendation prompts (all-template evaluation sets it)
         self.semantic_ids: SemanticIDs | None = None
         self.trie: PrefixTrie | None = None
         self.item_code_strings: list[str] = []
@@ -292,7 +293,8 @@ class LCRec(Recommender):
     # ------------------------------------------------------------------ generation
 
     def prompts(self, histories: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
-        """Left-padded seqrec prompts (evaluation template) for histories of item indices."""
+        """Left-padded seqrec prompts for histories of item indices, in template ``self.prompt_template``
+        (0 unless :mod:`genrec.llm.template_eval` is evaluating another)."""
         self._require_items()
         max_history = self.settings["max_history"]
         instructions = []
@@ -301,7 +303,7 @@ class LCRec(Recommender):
             history = history[history > 0][-max_history:]
             if not len(history):
                 raise ValueError(f"history {b} is empty: LC-Rec needs at least one item to recommend from")
-            instructions.append(seqrec_instruction(self.item_code_strings, history))
+            instructions.append(seqrec_instruction(self.item_code_strings, history, self.prompt_template))
         return self.format.encode_prompts(instructions)
 
     @torch.inference_mode()

@@ -44,9 +44,8 @@ def _teacher_forced_scores(model, history, user):
     padded = torch.zeros(len(items), model.settings["max_history"], dtype=torch.long)
     padded[:, -len(history):] = torch.tensor(history)
     with torch.no_grad():
-        logits, _ = model(padded, items, torch.full((len(items),), user))
-        log_probs = model.level_log_probs(logits)
-    return log_probs.gather(-1, model.item_tokens[items][..., None]).squeeze(-1).sum(-1)
+        log_probs, _ = model(padded, items, torch.full((len(items),), user))
+    return log_probs.sum(-1)
 
 
 @pytest.mark.parametrize("encoder_input,encoder_attention",
@@ -189,14 +188,17 @@ def test_causal_windows_train_every_prefix_in_one_pass(encoder_input, user_bucke
     windows = SequenceWindows(sequences, 6, with_user=True)
     batch = {key: torch.stack([windows[i][key] for i in range(len(windows))]) for key in ("users", "items", "labels")}
     with torch.no_grad():
-        _, window_loss = model(**batch)
-        per_target = []
+        window_log_probs, window_loss = model(**batch)  # [R, C], R targets in (window, slot) order
+        per_target, per_log_probs = [], []
         for user, seq in enumerate(sequences):
             for t in range(0 if user_buckets else 1, len(seq)):  # t = 0: from the user token alone
                 history = torch.zeros(1, 6, dtype=torch.long)
                 history[0, 6 - t:] = torch.from_numpy(seq[:t])
                 users = torch.tensor([user]) if user_buckets else None
-                per_target.append(model(history, torch.tensor([seq[t]]), users)[1])
+                log_probs, loss = model(history, torch.tensor([seq[t]]), users)
+                per_target.append(loss)
+                per_log_probs.append(log_probs)
+    assert torch.allclose(window_log_probs, torch.cat(per_log_probs), atol=1e-5)
     assert torch.allclose(window_loss, torch.stack(per_target).mean(), atol=1e-5)
     model.train()
     _, loss = model(**batch)

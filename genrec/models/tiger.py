@@ -169,6 +169,7 @@ class TIGER(Recommender):
             level_mask[level, starts[level]:starts[level + 1]] = True
         self.register_buffer("item_tokens", torch.from_numpy(tokens), persistent=False)  # [N+1, C]
         self.register_buffer("level_mask", level_mask, persistent=False)  # [C, V]
+        self.level_starts = [int(x) for x in starts]  # level c's tokens are starts[c]:starts[c + 1]
         self.register_buffer("user_tokens", torch.zeros(0, dtype=torch.long), persistent=False)  # [U]
         self.trie = semantic_ids.trie(FIRST_CODE, vocab_size=vocab)
         self.set_item_ids(semantic_ids.item_ids)
@@ -252,7 +253,7 @@ class TIGER(Recommender):
     def forward(self, history: torch.Tensor | None = None, target: torch.Tensor | None = None,
                 user: torch.Tensor | None = None, items: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, users: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher-forced logits [R, C, V] of R target items' codes and the mean per-code loss.
+        """Teacher-forced log-probs [R, C] of R target items' codes and the mean per-code loss.
 
         Either one target per example (:class:`genrec.data.generative.NextItemPrefixes`):
             history: LongTensor [B, H], left-padded item indices.
@@ -289,26 +290,55 @@ class TIGER(Recommender):
         else:
             labels[:, 0] = -100  # nothing to predict the first item from
         inputs = self._inputs(tokens)
-        rows, slot = (labels != -100).nonzero(as_tuple=True)
         encoded = self.encode(inputs)  # [B, P, D]
-        visible = torch.arange(encoded.shape[1], device=items.device) < (prefix + slot * width)[:, None]  # [R, P]
-        return self._code_loss(encoded[rows], additive_mask(visible)[:, None, None, :], labels[rows, slot])
+        # One decoder row per window holds every slot's C teacher-forced tokens side by side (T = S * C);
+        # a block-diagonal causal mask keeps each slot to its own tokens (T5's relative position bias
+        # only sees distances, which are those of a slot decoded alone), and the slot after item j
+        # cross-attends to the user and items 0..j-1 only: each slot's log-probs are those of
+        # :meth:`_code_loss` on that target, while the encoder states are projected once per window.
+        levels, slots = self.num_levels, labels.shape[1]
+        codes = self.item_tokens[labels.clamp(min=0)]  # [B, S, C]; slots without a target decode padding
+        start = torch.full_like(codes[..., :1], EOS)
+        decoder_ids = torch.cat([start, codes[..., :-1]], -1).reshape(len(codes), slots * levels)
+        position = torch.arange(slots * levels, device=items.device)
+        block = position // levels
+        own = (block[:, None] == block[None, :]) & (position[None, :] <= position[:, None])  # [T, T]
+        visible = torch.arange(encoded.shape[1], device=items.device) < (prefix + block * width)[:, None]  # [T, P]
+        hidden = self._decode(decoder_ids, encoded, additive_mask(visible)[None, None], additive_mask(own)[None, None])
+        rows, slot = (labels != -100).nonzero(as_tuple=True)
+        return self._target_log_probs(hidden.reshape(len(codes), slots, levels, -1)[rows, slot], codes[rows, slot])
 
     def _code_loss(self, encoded: torch.Tensor, encoder_mask: torch.Tensor,
                    target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher-forced logits [R, C, V] and the mean per-code loss of targets [R] given encoder states
-        [R, P, D] and their mask (2D [R, P] or additive [R, 1, 1, P])."""
+        """Teacher-forced log-probs [R, C] of targets' codes [R] and their mean negative (the loss) given
+        encoder states [R, P, D] and their mask (2D [R, P] or additive [R, 1, 1, P])."""
         codes = self.item_tokens[target]  # [R, C]
         start = torch.full_like(codes[:, :1], EOS)
-        out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=encoded), attention_mask=encoder_mask,
-                      decoder_input_ids=torch.cat([start, codes[:, :-1]], 1), use_cache=False)
-        log_probs = self.level_log_probs(out.logits)  # [R, C, V]
-        nll = -log_probs.gather(-1, codes[..., None]).squeeze(-1)
-        smoothing = self.settings["label_smoothing"]
-        if smoothing:
-            uniform = -log_probs.masked_fill(~self.level_mask, 0.0).sum(-1) / self.level_mask.sum(-1)
-            nll = (1 - smoothing) * nll + smoothing * uniform
-        return out.logits, nll.mean()
+        return self._target_log_probs(self._decode(torch.cat([start, codes[:, :-1]], 1), encoded, encoder_mask), codes)
+
+    def _decode(self, decoder_ids: torch.Tensor, encoded: torch.Tensor, encoder_mask: torch.Tensor,
+                self_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's last hidden states [R, T, D] of teacher-forced tokens [R, T] (causal self-attention,
+        or the additive ``self_mask`` [1, 1, T, T]), scaled as T5 scales them before its output layer."""
+        hidden = self.t5.get_decoder()(input_ids=decoder_ids, attention_mask=self_mask, encoder_hidden_states=encoded,
+                                       encoder_attention_mask=encoder_mask, use_cache=False).last_hidden_state
+        if getattr(self.config, "scale_decoder_outputs", self.config.tie_word_embeddings):
+            hidden = hidden * self.config.d_model ** -0.5  # as T5ForConditionalGeneration does before its lm_head
+        return hidden
+
+    def _target_log_probs(self, hidden: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs [R, C] of target codes (tokens [R, C]) from decoder states [R, C, D], and the loss.
+
+        Level c's states are multiplied by level c's code embeddings only (the rows of T5's tied output
+        layer that level c can emit): the log-probs of :meth:`level_log_probs` at a fraction of the cost."""
+        weight, starts = self.t5.get_output_embeddings().weight, self.level_starts
+        smoothing, log_probs, losses = self.settings["label_smoothing"], [], []
+        for level in range(codes.shape[1]):
+            level_log_probs = (hidden[:, level] @ weight[starts[level]:starts[level + 1]].T).float().log_softmax(-1)
+            picked = level_log_probs.gather(-1, (codes[:, level] - starts[level])[:, None]).squeeze(-1)  # [R]
+            log_probs.append(picked)
+            losses.append((1 - smoothing) * -picked - smoothing * level_log_probs.mean(-1) if smoothing else -picked)
+        return torch.stack(log_probs, 1), torch.stack(losses, 1).mean()
 
     # ------------------------------------------------------------------ decoding
 

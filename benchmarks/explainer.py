@@ -2,7 +2,7 @@
 
     python benchmarks/explainer.py [--config config/explain/ml100k_debug.gin] [--modes behaviour intention hybrid]
 
-Each mode trains through the real trainer (``genrec/trainers/explainer_trainer.py``) with the same
+Each mode trains through the real trainer (``genrec/trainers/explain_trainer.py``) with the same
 config, seed, target model, training users and held-out evaluation users (``train_explainer.eval_seed``),
 so the modes differ only in how the user and the items reach the LLM. Reported per mode on the test
 users: ``next_hit@5`` (the target's top-1 among 5 constrained beams), ``rank_ndcg@5`` (5 items ordered
@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from genrec.config import parse_gin  # noqa: E402
-from genrec.trainers.explainer_trainer import train_explainer  # noqa: E402
+from genrec.trainers.explain_trainer import train_explainer  # noqa: E402
 
 KEYS = ("next_hit@5", "rank_ndcg@5", "interest_accuracy", "fidelity")
 

@@ -151,7 +151,7 @@ def test_fidelity_runs_on_every_mode_with_valid_generations(tiny_llm):
 
 
 def test_trainer_runs_a_few_steps_on_ml100k(tiny_llm, tmp_path):
-    from genrec.trainers.explainer_trainer import train_explainer
+    from genrec.trainers.explain_trainer import train_explainer
 
     interactions, _ = load_dataset("ml-100k")
     torch.manual_seed(0)

@@ -1,6 +1,6 @@
 """Train RecExplainer: an LLM aligned to a trained SASRec (behaviour, intention or hybrid mode).
 
-    python genrec/trainers/explainer_trainer.py config/explain/ml100k_debug.gin [--gin "RecExplainer.mode = 'behaviour'"]
+    python genrec/trainers/explain_trainer.py config/explain/ml100k_debug.gin [--gin "RecExplainer.mode = 'behaviour'"]
 
 Steps: the experiment's data -> the target SASRec (``train_explainer.target_run``; trained there with
 ``target_config`` when missing) -> its scores, user vectors (last hidden state of each user's training

@@ -30,9 +30,9 @@ _SYNONYMS = {"funny": "Comedy", "comedies": "Comedy", "scary": "Horror", "kids":
              "documentaries": "Documentary", "musicals": "Musical", "westerns": "Western", "dramas": "Drama"}
 
 EXAMPLES = (
-    ("a funny movie from the 90s", [("genre", "Comedy"), ("decade", "1990s"), ("rank", "history")]),
+    ("I'm looking for a Western movie from the 1960s.", [("genre", "Western"), ("decade", "1960s")]),
     ("something like Star Wars", [("like", "Star Wars"), ("rank", "history")]),
-    ("a scary film about ghosts", [("genre", "Horror"), ("search", "ghosts")]),
+    ("a funny movie about dogs", [("genre", "Comedy"), ("search", "dogs")]),
 )
 
 
@@ -90,18 +90,20 @@ class LLMPlanner:
         self._prefix = None  # (prefix token ids, its KV cache), built on the first plan
 
     def prompt(self, request: str) -> str:
-        tools = "; ".join(f"{name} ({'one of ' + ', '.join(values[:6]) + (', ...' if len(values) > 6 else '')}"
-                          f"{')' if values else 'free text)'}" if values else f"{name} (free text)"
-                          for name, values in self.specs.items())
-        shots = "\n".join(f"Request: {text}\nPlan: " + json.dumps([{"tool": t, "arg": a} for t, a in plan
-                                                                    if t in self.specs])
-                          for text, plan in EXAMPLES)
-        instruction = (f"You plan tool calls for a movie recommender. Tools: {tools}. Answer with a JSON list of "
-                       f"steps.\n{shots}\nRequest: {request}\nPlan:")
+        """The planner prompt: the tools, then the examples as earlier chat turns (request -> plan), then
+        the request (a plain-text transcript for a tokenizer without a chat template)."""
+        tools = "; ".join(f"{name} ({'one of ' + ', '.join(values[:6]) + (', ...' if len(values) > 6 else '')})"
+                          if values else f"{name} (free text)" for name, values in self.specs.items())
+        system = f"You plan tool calls for a movie recommender. Tools: {tools}. Answer with a JSON list of steps."
+        shots = [(text, json.dumps([{"tool": t, "arg": a} for t, a in plan if t in self.specs]))
+                 for text, plan in EXAMPLES]
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": instruction}], tokenize=False,
-                                                      add_generation_prompt=True)
-        return instruction
+            messages = [{"role": "system", "content": system}]
+            for text, plan in shots:
+                messages += [{"role": "user", "content": text}, {"role": "assistant", "content": plan}]
+            messages.append({"role": "user", "content": request})
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return "\n".join([system] + [f"Request: {t}\nPlan: {p}" for t, p in shots] + [f"Request: {request}\nPlan:"])
 
     @torch.inference_mode()
     def _start(self, request: str):

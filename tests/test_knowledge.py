@@ -2,16 +2,22 @@
 mapping a generated answer back to candidates, the 20-candidate lists. A tiny random Llama with
 SmolLM2's tokenizer stands in for the LLM."""
 
+import json
+
+import gin
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from genrec.data import ItemCatalog
+from genrec.config import parse_gin
+from genrec.data import ItemCatalog, load_dataset
 from genrec.knowledge import (AttributeKnowledge, CooccurrenceKnowledge, EmbeddingNeighbours, KnowledgePlugin,
                               LLMReranker, PromptTemplate, RecommenderKnowledge, candidate_lists)
+from genrec.knowledge.plugin import make_providers
 from genrec.llm import load_tokenizer, tiny_causal_lm
 from genrec.models.popularity import MostPopular
+from genrec.models.sasrec import SASRec
 
 CATALOG = ItemCatalog(
     item_ids=["[PAD]", "10", "20", "30", "40", "50"],
@@ -119,3 +125,36 @@ def test_candidate_lists_hold_the_target_and_unseen_negatives_and_are_seeded():
     for row, history, target in zip(lists, histories, targets):
         assert target in row and len(set(row.tolist())) == 3 and not set(row.tolist()) & set(history.tolist())
     assert (candidate_lists(5, histories, targets, size=3, seed=7) == lists).all()
+
+
+def test_make_providers_checks_names_and_needs_a_recommender():
+    with pytest.raises(ValueError, match="unknown providers"):
+        make_providers(SEQUENCES, 5, CATALOG, names=["gossip"])
+    with pytest.raises(ValueError, match="no trained recommender"):
+        make_providers(SEQUENCES, 5, CATALOG, names=["recommender"])
+    built = make_providers(SEQUENCES, 5, CATALOG, recommender=MostPopular(SEQUENCES, 5),
+                           names=["attributes", "recommender", "cooccurrence"])
+    assert [p.name for p in built] == ["attributes", "recommender", "cooccurrence"]
+
+
+def test_the_evaluation_entry_runs_on_ml100k_and_writes_its_metrics(tiny, tmp_path):
+    from genrec.trainers.knowledge_trainer import evaluate_knowledge
+
+    interactions, _ = load_dataset("ml-100k")
+    torch.manual_seed(0)
+    target = SASRec(num_items=interactions.num_items, max_history=10, hidden_size=8, num_layers=1, num_heads=1,
+                    inner_size=16)
+    target.set_item_ids(interactions.item_ids)
+    target.save_pretrained(tmp_path / "target" / "model")
+    llm_folder = tiny_causal_lm(tmp_path / "llm", "llama", seed=3)
+    parse_gin([], ["make_providers.names = ['cooccurrence', 'recommender', 'attributes']"])
+    try:
+        result = evaluate_knowledge(run_dir=str(tmp_path / "run"), users=3, target_run=str(tmp_path / "target"),
+                                    llm=str(llm_folder))
+    finally:
+        gin.clear_config()
+    assert result["users"] == 3 and result["providers"] == ["cooccurrence", "recommender", "attributes"]
+    for name in ("with_knowledge", "without_knowledge", "sasrec_alone"):
+        assert 0 <= result[name]["ndcg@10"] <= 1
+    assert result["mean_prompt_tokens"]["with_knowledge"] > result["mean_prompt_tokens"]["without_knowledge"]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["users"] == 3

@@ -178,26 +178,30 @@ def test_identifier_ablations_keep_the_shape():
 
 @pytest.mark.parametrize("encoder_input", ["codes", "items"])
 @pytest.mark.parametrize("user_buckets", [10, 0])
-def test_causal_windows_train_every_prefix_in_one_pass(encoder_input, user_buckets):
-    """A window's loss is the mean of its targets' losses as one-target (history -> next item) examples:
-    each target's decoder sees exactly the encoder states of the user and the items before it."""
+@pytest.mark.parametrize("stride", [None, 2])
+def test_causal_windows_train_every_prefix_in_one_pass(encoder_input, user_buckets, stride):
+    """A window's per-target log-probs are those of one-target (history -> next item) examples: each
+    target's decoder sees exactly the encoder states of the user and the window's items before it
+    (also with overlapping windows, whose early slots carry no label)."""
     from genrec.data.windows import SequenceWindows
 
-    model = _model(encoder_input=encoder_input, encoder_attention="causal", user_buckets=user_buckets, max_history=6)
-    sequences = [np.array([3, 1, 7, 2]), np.array([5, 9]), np.array([4, 8, 6, 11, 12, 13])]
-    windows = SequenceWindows(sequences, 6, with_user=True)
+    model = _model(encoder_input=encoder_input, encoder_attention="causal", user_buckets=user_buckets, max_history=4)
+    sequences = [np.array([3, 1, 7, 2]), np.array([5, 9]), np.array([4, 8, 6, 11, 12, 13, 1, 2, 3])]
+    windows = SequenceWindows(sequences, 4, stride, with_user=True)
     batch = {key: torch.stack([windows[i][key] for i in range(len(windows))]) for key in ("users", "items", "labels")}
     with torch.no_grad():
         window_log_probs, window_loss = model(**batch)  # [R, C], R targets in (window, slot) order
         per_target, per_log_probs = [], []
-        for user, seq in enumerate(sequences):
-            for t in range(0 if user_buckets else 1, len(seq)):  # t = 0: from the user token alone
-                history = torch.zeros(1, 6, dtype=torch.long)
-                history[0, 6 - t:] = torch.from_numpy(seq[:t])
-                users = torch.tensor([user]) if user_buckets else None
-                log_probs, loss = model(history, torch.tensor([seq[t]]), users)
-                per_target.append(loss)
-                per_log_probs.append(log_probs)
+        for b, j in (batch["labels"] != -100).nonzero().tolist():
+            if j == 0 and not user_buckets:
+                continue  # slot 0 is predicted from the user token alone
+            history = torch.zeros(1, 4, dtype=torch.long)
+            history[0, 4 - j:] = batch["items"][b, :j]
+            users = batch["users"][b:b + 1] if user_buckets else None
+            log_probs, loss = model(history, batch["labels"][b, j:j + 1], users)
+            per_target.append(loss)
+            per_log_probs.append(log_probs)
+    assert len(per_target) == sum(len(seq) - (0 if user_buckets else 1) for seq in sequences)  # each target once
     assert torch.allclose(window_log_probs, torch.cat(per_log_probs), atol=1e-5)
     assert torch.allclose(window_loss, torch.stack(per_target).mean(), atol=1e-5)
     model.train()

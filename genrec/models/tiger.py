@@ -291,22 +291,26 @@ class TIGER(Recommender):
             labels[:, 0] = -100  # nothing to predict the first item from
         inputs = self._inputs(tokens)
         encoded = self.encode(inputs)  # [B, P, D]
-        # One decoder row per window holds every slot's C teacher-forced tokens side by side (T = S * C);
-        # a block-diagonal causal mask keeps each slot to its own tokens (T5's relative position bias
-        # only sees distances, which are those of a slot decoded alone), and the slot after item j
-        # cross-attends to the user and items 0..j-1 only: each slot's log-probs are those of
-        # :meth:`_code_loss` on that target, while the encoder states are projected once per window.
-        levels, slots = self.num_levels, labels.shape[1]
-        codes = self.item_tokens[labels.clamp(min=0)]  # [B, S, C]; slots without a target decode padding
+        # One decoder row per window holds its labelled slots' C teacher-forced tokens side by side (T = M * C,
+        # M the most labelled slots of a window in the batch); a block-diagonal causal mask keeps each
+        # slot to its own tokens (T5's relative position bias only sees distances, which are those of
+        # a slot decoded alone), and the slot of the target after item j cross-attends to the user and
+        # items 0..j-1 only: each target's log-probs are those of :meth:`_code_loss` on it alone,
+        # while the encoder states are projected once per window.
+        levels, labelled = self.num_levels, labels != -100  # [B, S]
+        count = labelled.sum(1)
+        slots = labelled.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :int(count.max())]  # [B, M]
+        packed = torch.arange(slots.shape[1], device=items.device) < count[:, None]  # [B, M]: a real target
+        codes = self.item_tokens[labels.gather(1, slots).clamp(min=0)]  # [B, M, C]; padding slots decode PAD
         start = torch.full_like(codes[..., :1], EOS)
-        decoder_ids = torch.cat([start, codes[..., :-1]], -1).reshape(len(codes), slots * levels)
-        position = torch.arange(slots * levels, device=items.device)
+        decoder_ids = torch.cat([start, codes[..., :-1]], -1).reshape(len(codes), -1)
+        position = torch.arange(decoder_ids.shape[1], device=items.device)
         block = position // levels
         own = (block[:, None] == block[None, :]) & (position[None, :] <= position[:, None])  # [T, T]
-        visible = torch.arange(encoded.shape[1], device=items.device) < (prefix + block * width)[:, None]  # [T, P]
-        hidden = self._decode(decoder_ids, encoded, additive_mask(visible)[None, None], additive_mask(own)[None, None])
-        rows, slot = (labels != -100).nonzero(as_tuple=True)
-        return self._target_log_probs(hidden.reshape(len(codes), slots, levels, -1)[rows, slot], codes[rows, slot])
+        seen = prefix + slots[:, block] * width  # [B, T]: encoder positions the token's target may see
+        visible = torch.arange(encoded.shape[1], device=items.device) < seen[..., None]  # [B, T, P]
+        hidden = self._decode(decoder_ids, encoded, additive_mask(visible)[:, None], additive_mask(own)[None, None])
+        return self._target_log_probs(hidden.reshape(*codes.shape, -1)[packed], codes[packed])
 
     def _code_loss(self, encoded: torch.Tensor, encoder_mask: torch.Tensor,
                    target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,7 +1,7 @@
 """RecLM-gen SFT and RecLM-cgen constraints on MovieLens-100k: SmolLM2 before and after SFT, with and
 without span constraints, and random; prints one JSON line.
 
-    python benchmarks/reclm.py --threads 1                      # debug SFT (trained first if missing), 100 users
+    python benchmarks/reclm.py --threads 1                      # debug SFT (trained first if missing), 50 users
     python benchmarks/reclm.py --sft-run runs/reclm/ml100k/sft  # a model trained with config/reclm/ml100k/sft.gin
 
 Every row is evaluated on the same fixed random sample of ``--users`` test users (leave-one-out,
@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 from genrec.decoding.title_trie import catalogue_titles  # noqa: E402
 from genrec.evaluation.reclm_eval import evaluate_answers  # noqa: E402
 from genrec.evaluation.title_matcher import TitleMatcher  # noqa: E402
+from genrec.io import atomic_write_text  # noqa: E402
 from genrec.llm.pretrained import BUNDLED_LLM  # noqa: E402
 from genrec.llm.tasks import item_title  # noqa: E402
 from genrec.models.reclm import RecLM  # noqa: E402
@@ -49,26 +50,30 @@ KEEP = ("recall@10", "ndcg@10", "NonExistRate", "ExactNonExistRate", "RepeatRate
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--users", type=int, default=100, help="test users (same sample for every row)")
+    parser.add_argument("--users", type=int, default=50, help="test users (same sample for every row)")
     parser.add_argument("--sft-run", default="runs/reclm/ml100k/sft_debug", help="RecLM SFT run folder")
     parser.add_argument("--sft-config", default="config/reclm/ml100k/sft_debug.gin",
                         help="config that trains --sft-run when it has no model/")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", default="untuned,sft", help="which of untuned,sft to evaluate")
+    parser.add_argument("--cache", default="runs/bench/reclm_rows.json",
+                        help="finished rows, keyed by model and users; a rerun reuses them (delete to recompute)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     result = {"benchmark": "reclm", "dataset": "ml-100k", "split": "loo test", "users": args.users,
               "list_length": 10, "threads": torch.get_num_threads()}
+    models = args.models.split(",")
     sft_dir = REPO / args.sft_run
-    if not (sft_dir / "model").is_dir():
+    if "sft" in models and not (sft_dir / "model").is_dir():
         sft_metrics, wall = run_trainer("reclm", args.sft_config, sft_dir)  # threads: OMP_NUM_THREADS
         result["sft_training"] = {"config": args.sft_config, "wall_s": round(wall, 1),
                                   "teacher": sft_metrics.get("teacher")}
     record = json.loads((sft_dir / "metrics.json").read_text()) if (sft_dir / "metrics.json").is_file() else {}
     result["sft"] = {"run": args.sft_run, "teacher": record.get("teacher"), "steps": record.get("step")}
 
-    exp = experiment(dataset="ml-100k", eval_rows=args.users, generate_batch_size=25)
+    exp = experiment(dataset="ml-100k", eval_rows=args.users, generate_batch_size=50)
     evaluator = exp.evaluators["test"]
     raw = [item_title(exp.catalog, i) if i else "" for i in range(len(exp.catalog.item_ids))]
     rows = {}
@@ -76,16 +81,29 @@ def main() -> None:
     titles = catalogue_titles(raw, untuned.tokenizer)
     untuned.attach(titles, exp.interactions.item_ids)
     matcher = TitleMatcher(titles[1:])
-    sft = RecLM.from_pretrained(sft_dir / "model")
-    if sft.titles != titles:
-        raise SystemExit(f"{sft_dir / 'model'} was trained on other titles than ml-100k's; retrain it")
-    for name, model in (("untuned", untuned), ("sft", sft)):
+    cache_path = REPO / args.cache
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    for name in models:
+        if name == "sft":
+            model = RecLM.from_pretrained(sft_dir / "model")
+            if model.titles != titles:
+                raise SystemExit(f"{sft_dir / 'model'} was trained on other titles than ml-100k's; retrain it")
+        else:
+            model = untuned
         for constrained in (False, True):
-            start = time.perf_counter()
-            metrics = evaluate_answers(model, evaluator, None, constrained=constrained, matcher=matcher)
             key = f"{name}{'_cgen' if constrained else ''}"
-            rows[key] = {k: round(float(metrics[k]), 4) for k in KEEP if k in metrics}
-            rows[key]["seconds"] = round(time.perf_counter() - start, 1)
+            cache_key = f"{key}|{args.sft_run if name == 'sft' else BUNDLED_LLM}|users={args.users}"
+            if cache_key not in cache:
+                start = time.perf_counter()
+                metrics = evaluate_answers(model, evaluator, None, constrained=constrained, matcher=matcher)
+                row = {k: round(float(metrics[k]), 4) for k in KEEP if k in metrics}
+                row["seconds"] = round(time.perf_counter() - start, 1)
+                with open("/proc/loadavg") as f:
+                    row["loadavg"] = f.read().split()[:3]
+                cache[cache_key] = row
+                cache_path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(cache_path, json.dumps(cache, indent=1) + "\n")
+            rows[key] = cache[cache_key]
             print(f"{key}: {rows[key]}", file=sys.stderr, flush=True)
     rng = np.random.default_rng(args.seed)
 

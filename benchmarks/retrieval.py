@@ -7,8 +7,9 @@ Trains (or, when ``--run-dir`` holds a finished run, reuses) the retrieval train
 evaluates the frozen base encoder on the same ``test`` queries (held-out users and items) and reports
 Hit/NDCG/Recall@1/5/10/20 per query type for both, the expected Hit@10 of a random ranking, and the
 two targets: fine-tuned ``uh2i`` Hit@10 >= 1.5x the frozen encoder's, and every query type above
-random. Latency: 1,000 queries against the fine-tuned item vectors with a flat and an HNSW index
-(query encoding excluded; the encoding time per 1,000 queries is reported separately), with the
+random. Latency: 1,000 queries against the fine-tuned item vectors with a flat and an HNSW index,
+best of three: the faiss call alone and :meth:`InnerProductIndex.search` (which adds the per-row
+exclusion and tensor conversion in Python); query encoding is excluded and reported separately, with the
 load average and torch threads beside the timings.
 """
 
@@ -42,10 +43,17 @@ KEYS = ("hit@1", "hit@5", "hit@10", "hit@20", "ndcg@10", "recall@10", "recall@20
 def latency(item_vectors: np.ndarray, query_vectors: np.ndarray, kind: str, k: int = 10) -> dict:
     index = InnerProductIndex(item_vectors, kind=kind)
     index.search(query_vectors[:10], k)  # warm-up
-    t0 = time.perf_counter()
-    items, _ = index.search(query_vectors, k)
-    seconds = time.perf_counter() - t0
-    return {"ms_per_1000_queries": round(1000 * seconds * 1000 / len(query_vectors), 2), "items": items}
+    raw, wrapped = [], []
+    for _ in range(3):  # the best of three runs of the whole query set
+        t0 = time.perf_counter()
+        index.index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), k)
+        raw.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        items, _ = index.search(query_vectors, k)
+        wrapped.append(time.perf_counter() - t0)
+    per_1000 = 1000 * 1000 / len(query_vectors)
+    return {"faiss_ms_per_1000_queries": round(min(raw) * per_1000, 2),
+            "search_ms_per_1000_queries": round(min(wrapped) * per_1000, 2), "items": items}
 
 
 def main() -> None:

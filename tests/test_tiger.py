@@ -126,6 +126,15 @@ def test_save_load_round_trip_gives_identical_recommendations(tmp_path):
     assert all(len({i for i, _ in row}) == 6 for row in before)
 
 
+def test_embedding_init_std():
+    assert 0.8 < _model().t5.shared.weight.std().item() < 1.2  # T5's own initialisation
+    model = _model(embedding_init_std=0.02)
+    assert 0.015 < model.t5.shared.weight.std().item() < 0.025
+    assert model.t5.get_output_embeddings().weight is model.t5.shared.weight  # still tied
+    with pytest.raises(ValueError, match="embedding_init_std must be > 0"):
+        _model(embedding_init_std=0.0)
+
+
 def test_clear_errors(tmp_path):
     model = _model()
     with pytest.raises(ValueError, match="history 1 is empty"):

@@ -123,6 +123,9 @@ class TIGER(Recommender):
             or ``items`` (one position per history item, the sum of its code embeddings: C times
             shorter encoder inputs, the same output side).
         decode_batch_size: users decoded at once (the KV cache holds K rows per user).
+        embedding_init_std: standard deviation of the token embeddings' random initialisation
+            (input and, tied, output); None keeps T5's 1.0, under which AdamW's small steps leave
+            the trained code embeddings close to their random start.
     """
 
     generative = True
@@ -131,7 +134,7 @@ class TIGER(Recommender):
                  d_model: int = 128, num_heads: int = 6, d_kv: int = 64, d_ff: int = 1024, dropout: float = 0.1,
                  user_buckets: int = 2000, max_history: int = 20, num_beams: int = 20,
                  label_smoothing: float = 0.0, encoder_input: str = "codes", encoder_attention: str = "bidirectional",
-                 decode_batch_size: int = 32):
+                 decode_batch_size: int = 32, embedding_init_std: float | None = None):
         super().__init__()
         if not isinstance(semantic_ids, SemanticIDs):
             raise TypeError(f"TIGER needs SemanticIDs, got {type(semantic_ids).__name__}")
@@ -152,13 +155,17 @@ class TIGER(Recommender):
                              num_heads=num_heads, d_kv=d_kv, d_ff=d_ff, dropout=dropout, user_buckets=user_buckets,
                              max_history=max_history, num_beams=num_beams, label_smoothing=label_smoothing,
                              encoder_input=encoder_input, encoder_attention=encoder_attention,
-                             decode_batch_size=decode_batch_size)
+                             decode_batch_size=decode_batch_size, embedding_init_std=embedding_init_std)
         self.config = T5Config(
             vocab_size=self.first_user_token + user_buckets, d_model=d_model, d_kv=d_kv, d_ff=d_ff,
             num_layers=num_layers, num_decoder_layers=num_decoder_layers, num_heads=num_heads, dropout_rate=dropout,
             feed_forward_proj="relu", pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=EOS,
             tie_word_embeddings=True, use_cache=False)
         self.t5 = T5ForConditionalGeneration(self.config)
+        if embedding_init_std is not None:
+            if not embedding_init_std > 0:
+                raise ValueError(f"TIGER.embedding_init_std must be > 0 or None, got {embedding_init_std}")
+            torch.nn.init.normal_(self.t5.shared.weight, std=embedding_init_std)
 
         tokens = semantic_ids.token_ids(FIRST_CODE)
         tokens[0] = PAD

@@ -96,8 +96,9 @@ class RecExplainer(nn.Module):
             {"user": _connector(rec_dim, width, hidden, std), "item": _connector(rec_dim, width, hidden, std)})
         for p in llm.parameters():
             p.requires_grad_(tuning == "full")
+        lora = lora_settings() if lora is None else lora  # read even when unused: a config may switch tuning
         if tuning == "lora":
-            llm = apply_lora(llm, lora_settings() if lora is None else lora, task_type="CAUSAL_LM")
+            llm = apply_lora(llm, lora, task_type="CAUSAL_LM")
         self.llm = llm
         self.settings = dict(rec_dim=rec_dim, mode=mode, pretrained_path=pretrained_path, tuning=tuning,
                              connector_hidden=hidden, dtype=dtype, random_init=random_init)

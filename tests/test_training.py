@@ -1,6 +1,7 @@
 """The shared loop on a tiny synthetic task: schedule, early stopping, resume, errors, run folder."""
 
 import json
+import time
 
 import gin
 import pytest
@@ -179,13 +180,28 @@ def test_nan_loss_names_its_step_and_the_last_good_checkpoint(tmp_path):
 @pytest.mark.parametrize("setting,value", [
     ("max_steps", 0), ("max_steps", -3), ("max_epochs", 0), ("patience", -1), ("patience", 0),
     ("eval_every_epochs", 0), ("grad_accum_steps", 0), ("batch_size", 0), ("learning_rate", float("nan")),
-    ("grad_clip", 0.0), ("eval_every_steps", 0), ("mode", "lowest"), ("max_epochs", 2.5),
+    ("grad_clip", 0.0), ("eval_every_steps", 0), ("mode", "lowest"), ("max_epochs", 2.5), ("max_train_seconds", 0),
 ])
 def test_settings_that_cannot_work_are_refused_before_any_work(tmp_path, setting, value):
     gin.clear_config()
     with pytest.raises(ValueError, match=rf"fit\.{setting} = .* cannot work"):
         fit(_Regressor(), _data(), _evaluate, run_dir=tmp_path / "bad", info={}, seed=1, **{setting: value})
     assert not (tmp_path / "bad").exists()
+
+
+class _SlowRegressor(_Regressor):
+    def forward(self, x, y):
+        time.sleep(0.01)
+        return super().forward(x, y)
+
+
+def test_max_train_seconds_stops_training_and_validates(tmp_path):
+    result = _fit(tmp_path / "run", _SlowRegressor(), max_epochs=1000, max_train_seconds=0.3, log_every_steps=1)
+    assert result["stopped_by_time"] and result["max_train_seconds"] == 0.3
+    assert 0.3 <= result["train_seconds"] < 5 and result["steps"] < 1000 * 8
+    records = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert records[-2]["step"] == result["steps"] and "valid" in records[-2]  # validated where it stopped
+    assert "stopped_by_time" not in _fit(tmp_path / "uncapped", max_epochs=1)
 
 
 def test_a_run_folder_is_locked_while_a_run_uses_it(tmp_path):

@@ -112,11 +112,9 @@ def peak_memory() -> dict[str, float]:
 def _mixed_precision(choice: str) -> str:
     if choice not in ("auto", "no", "fp16", "bf16"):
         raise ValueError(f"fit.mixed_precision = {choice!r} cannot work; use 'auto', 'no', 'fp16' or 'bf16'")
-    if choice != "auto":
-        return choice
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "no"  # CPU autocast is slower than fp32 for these models
+    if choice == "auto":  # bf16 on a GPU that supports it; CPU autocast is slower than fp32 for these models
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return choice
 
 
 @gin.configurable(denylist=["model", "train_data", "evaluate", "run_dir", "info", "collate_fn", "seed"])
@@ -130,6 +128,7 @@ def fit(
     collate_fn: Callable | None = None,
     max_epochs: int = 100,
     max_steps: int | None = None,
+    max_train_seconds: float | None = None,
     batch_size: int = 256,
     learning_rate: float = 1e-3,
     weight_decay: float = 0.0,
@@ -164,6 +163,9 @@ def fit(
         collate_fn: batches examples; default stacks dicts of tensors.
         max_epochs: epochs at most.
         max_steps: optimizer steps at most (stops mid-epoch); ``None``: no limit.
+        max_train_seconds: stop (and validate) once training, validations excluded, took this long, checked
+            every ``log_every_steps`` steps and at epoch ends, on all processes together: comparisons at equal
+            wall time. The learning-rate schedule still spans ``max_epochs`` / ``max_steps``. ``None``: no limit.
         batch_size: examples per micro-batch per process.
         learning_rate: peak AdamW learning rate.
         weight_decay: AdamW decoupled weight decay.
@@ -192,11 +194,10 @@ def fit(
         The dictionary written to ``metrics.json``.
     """
     run_dir = Path(run_dir)
-    _check_settings(max_epochs=max_epochs, max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
-                    weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
-                    grad_accum_steps=grad_accum_steps, eval_every_epochs=eval_every_epochs,
-                    eval_every_steps=eval_every_steps, patience=patience, mode=mode, log_every_steps=log_every_steps,
-                    num_workers=num_workers)
+    _check_settings(max_epochs=max_epochs, max_steps=max_steps, max_train_seconds=max_train_seconds, batch_size=batch_size,
+                    learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
+                    grad_accum_steps=grad_accum_steps, eval_every_epochs=eval_every_epochs, eval_every_steps=eval_every_steps,
+                    patience=patience, mode=mode, log_every_steps=log_every_steps, num_workers=num_workers)
     check_tracker(log_with)
     # accelerate keeps one precision per process; each fit chooses its own (the process group stays).
     AcceleratorState._reset_state()
@@ -306,6 +307,13 @@ def fit(
             pending.clear()
             bar.set_postfix(loss=f"{values[-1]:.4f}", epoch=state["epoch"])
 
+        def out_of_time() -> bool:  # the training-time budget is spent (the same answer on every process)
+            spent = max_train_seconds is not None and time.perf_counter() - t_start - state["eval_seconds"] >= max_train_seconds
+            if max_train_seconds is not None and accelerator.num_processes > 1:
+                spent = bool(accelerator.reduce(torch.tensor(float(spent), device=accelerator.device), "max").item())
+            state["out_of_time"] = state.get("out_of_time", False) or spent
+            return spent
+
         t_start = time.perf_counter() - state["train_seconds"] - state["eval_seconds"]
         bar = progress(total=total_steps, initial=state["step"], disable=not main, desc=f"train {run_dir}", unit="step")
         while not state["done"]:
@@ -331,14 +339,14 @@ def fit(
                     log.write(step=state["step"], epoch=state["epoch"], loss=float(np.mean(running)),
                               lr=scheduler.get_last_lr()[0])
                     running.clear()
-                stop = state["step"] >= total_steps
+                stop = state["step"] >= total_steps or (state["step"] % log_every_steps == 0 and out_of_time())
                 if eval_every_steps and state["step"] % eval_every_steps == 0:
                     stop = validate_and_checkpoint(stop)
                 if stop and i + 1 < len(loader):  # the last batch falls through to the epoch's end
                     break
             else:  # epoch finished
                 state.update(epoch=state["epoch"] + 1, batch=0)
-                stop = state["epoch"] >= max_epochs or state["step"] >= total_steps
+                stop = state["epoch"] >= max_epochs or state["step"] >= total_steps or out_of_time()
                 if state["epoch"] % eval_every_epochs == 0 or stop:  # checkpoints come with validations
                     stop = validate_and_checkpoint(stop)
                 continue
@@ -361,6 +369,8 @@ def fit(
             "epochs": state["epoch"],
             "steps": state["step"],
             "train_seconds": round(state["train_seconds"], 2),
+            **({"max_train_seconds": max_train_seconds, "stopped_by_time": state.get("out_of_time", False)}
+               if max_train_seconds else {}),
             "eval_seconds": round(state["eval_seconds"], 2),
             "test_seconds": round(test_seconds, 2),
             **peak_memory(),
@@ -422,7 +432,7 @@ _BOUNDS = {  # fit setting: (kind, lowest value, lowest value excluded, None all
     "warmup_steps": (int, 0, False, False), "grad_clip": (float, 0, True, True),
     "grad_accum_steps": (int, 1, False, False), "eval_every_epochs": (int, 1, False, False),
     "eval_every_steps": (int, 1, False, True), "patience": (int, 1, False, True),
-    "log_every_steps": (int, 1, False, False), "num_workers": (int, 0, False, False),
+    "log_every_steps": (int, 1, False, False), "max_train_seconds": (float, 0, True, True), "num_workers": (int, 0, False, False),
 }
 
 

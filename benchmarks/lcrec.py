@@ -132,7 +132,9 @@ def main() -> None:
     budget = [] if args.full_recipe else [
         f"fit.max_steps = {args.steps}", f"fit.batch_size = {args.batch_size}", "fit.grad_accum_steps = 1",
         f"fit.warmup_steps = {max(1, args.steps // 20)}", "fit.max_epochs = 1", "fit.eval_every_epochs = 1",
-        f"TaskData.max_seqrec_examples = {args.seqrec_examples}"]
+        f"TaskData.max_seqrec_examples = {args.seqrec_examples}",
+        # the CPU budget's mix and test (its README figures): seqrec + the two index tasks, the first template
+        "TaskData.tasks = ['seqrec', 'item2index', 'index2item']", "train_lcrec.test_templates = 'first'"]
     out: dict = {"benchmark": "lcrec", "dataset": "ml-100k", "split": "loo", "protocol": "full", "seed": 2020,
                  "eval_users": "all" if args.full_recipe else args.eval_users,
                  "budget": "recipe" if args.full_recipe else {"steps": args.steps, "batch_size": args.batch_size,

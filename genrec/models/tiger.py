@@ -123,9 +123,8 @@ class TIGER(Recommender):
             or ``items`` (one position per history item, the sum of its code embeddings: C times
             shorter encoder inputs, the same output side).
         decode_batch_size: users decoded at once (the KV cache holds K rows per user).
-        embedding_init_std: standard deviation of the token embeddings' random initialisation
-            (input and, tied, output); None keeps T5's 1.0, under which AdamW's small steps leave
-            the trained code embeddings close to their random start.
+        embedding_init_std: std of the token embeddings' (input and tied output) initialisation; None:
+            T5's 1.0 (smaller ones trained far worse on ml-100k; README, TIGER).
     """
 
     generative = True
@@ -235,9 +234,8 @@ class TIGER(Recommender):
     def _inputs(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """``input_ids`` or ``inputs_embeds`` and ``attention_mask`` of encoder tokens [B, P, T]; positions
         that are padding in every row (at either end) are dropped."""
+        tokens = tokens[:, (tokens[..., 0] != PAD).any(0)]
         mask = tokens[..., 0] != PAD
-        keep = mask.any(0)
-        tokens, mask = tokens[:, keep], mask[:, keep]
         if self.settings["encoder_input"] == "codes":
             return {"input_ids": tokens[..., 0], "attention_mask": mask}
         return {"inputs_embeds": self.t5.shared(tokens).sum(2), "attention_mask": mask}
@@ -247,8 +245,7 @@ class TIGER(Recommender):
         position sees only itself and the positions before it."""
         if self.settings["encoder_attention"] == "causal":
             mask = inputs["attention_mask"]
-            length = mask.shape[1]
-            causal = torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()
+            causal = torch.ones(mask.shape[1], mask.shape[1], dtype=torch.bool, device=mask.device).tril()
             inputs = {**inputs, "attention_mask": additive_mask(causal & mask[:, None, :])[:, None]}
         return self.t5.get_encoder()(**inputs).last_hidden_state
 
@@ -298,19 +295,16 @@ class TIGER(Recommender):
             labels[:, 0] = -100  # nothing to predict the first item from
         inputs = self._inputs(tokens)
         encoded = self.encode(inputs)  # [B, P, D]
-        # One decoder row per window holds its labelled slots' C teacher-forced tokens side by side (T = M * C,
-        # M the most labelled slots of a window in the batch); a block-diagonal causal mask keeps each
-        # slot to its own tokens (T5's relative position bias only sees distances, which are those of
-        # a slot decoded alone), and the slot of the target after item j cross-attends to the user and
-        # items 0..j-1 only: each target's log-probs are those of :meth:`_code_loss` on it alone,
-        # while the encoder states are projected once per window.
+        # One decoder row per window: its M labelled slots' C teacher-forced tokens side by side (T = M * C)
+        # under a block-diagonal causal mask (T5's relative position bias only sees distances inside a
+        # block), the target after item j cross-attending to the user and items 0..j-1 only: each target's
+        # log-probs are those of :meth:`_code_loss` on it alone; encoder states are projected once per window.
         levels, labelled = self.num_levels, labels != -100  # [B, S]
         count = labelled.sum(1)
         slots = labelled.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :int(count.max())]  # [B, M]
         packed = torch.arange(slots.shape[1], device=items.device) < count[:, None]  # [B, M]: a real target
         codes = self.item_tokens[labels.gather(1, slots).clamp(min=0)]  # [B, M, C]; padding slots decode PAD
-        start = torch.full_like(codes[..., :1], EOS)
-        decoder_ids = torch.cat([start, codes[..., :-1]], -1).reshape(len(codes), -1)
+        decoder_ids = torch.cat([torch.full_like(codes[..., :1], EOS), codes[..., :-1]], -1).reshape(len(codes), -1)
         position = torch.arange(decoder_ids.shape[1], device=items.device)
         block = position // levels
         own = (block[:, None] == block[None, :]) & (position[None, :] <= position[:, None])  # [T, T]
@@ -324,8 +318,8 @@ class TIGER(Recommender):
         """Teacher-forced log-probs [R, C] of targets' codes [R] and their mean negative (the loss) given
         encoder states [R, P, D] and their mask (2D [R, P] or additive [R, 1, 1, P])."""
         codes = self.item_tokens[target]  # [R, C]
-        start = torch.full_like(codes[:, :1], EOS)
-        return self._target_log_probs(self._decode(torch.cat([start, codes[:, :-1]], 1), encoded, encoder_mask), codes)
+        decoder_ids = torch.cat([torch.full_like(codes[:, :1], EOS), codes[:, :-1]], 1)
+        return self._target_log_probs(self._decode(decoder_ids, encoded, encoder_mask), codes)
 
     def _decode(self, decoder_ids: torch.Tensor, encoded: torch.Tensor, encoder_mask: torch.Tensor,
                 self_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -338,10 +332,9 @@ class TIGER(Recommender):
         return hidden
 
     def _target_log_probs(self, hidden: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probs [R, C] of target codes (tokens [R, C]) from decoder states [R, C, D], and the loss.
-
-        Level c's states are multiplied by level c's code embeddings only (the rows of T5's tied output
-        layer that level c can emit): the log-probs of :meth:`level_log_probs` at a fraction of the cost."""
+        """Log-probs [R, C] of target codes (tokens [R, C]) from decoder states [R, C, D], and the loss: level
+        c's states times level c's code embeddings only (the rows of T5's tied output layer that level c
+        can emit), the log-probs of :meth:`level_log_probs` at a fraction of the cost."""
         weight, starts = self.t5.get_output_embeddings().weight, self.level_starts
         smoothing, log_probs, losses = self.settings["label_smoothing"], [], []
         for level in range(codes.shape[1]):

@@ -53,7 +53,7 @@ import torch
 
 from genrec import assets
 from genrec.data import ItemCatalog, load_catalog
-from genrec.io import LockedError, file_lock, fingerprint, update_file
+from genrec.io import LockedError, appended_lines, file_lock, fingerprint, update_file
 from genrec.llm.pretrained import BUNDLED_LLM, load_causal_lm, resolve_llm
 from genrec.progress import progress as progress_bar
 
@@ -168,23 +168,8 @@ def load_descriptions(path: str | Path, repair: bool = False) -> dict[str, dict]
     Raises:
         AugmentError: on a line, other than a torn last one, that is not a record.
     """
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    data = path.read_bytes()
-    complete = data.rfind(b"\n") + 1
-    if complete < len(data):
-        print(f"genrec.augment: {path}: ignoring a torn last line of {len(data) - complete} bytes (an interrupted "
-              "write)" + ("; cut off" if repair else ""), file=sys.stderr)
-        if repair:
-            with open(path, "r+b") as handle:
-                handle.truncate(complete)
-                handle.flush()
-                os.fsync(handle.fileno())
     records = {}
-    for number, line in enumerate(data[:complete].decode("utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line in appended_lines(path, repair, "genrec.augment"):
         try:
             record = json.loads(line)
             if not isinstance(record.get("item"), str) or not isinstance(record.get("text"), str):

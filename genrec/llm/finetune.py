@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["IGNORE", "causal_lm_loss", "enable_activation_checkpointing", "labelled_positions", "pack_examples",
+__all__ = ["IGNORE", "causal_lm_loss", "enable_activation_checkpointing", "batch_examples", "labelled_positions", "pack_examples",
            "pad_examples", "split_causal_lm"]
 
 IGNORE = -100
@@ -193,3 +193,13 @@ def enable_activation_checkpointing(model) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def batch_examples(examples: Sequence[tuple[np.ndarray, np.ndarray]], pad_id: int, packing: bool,
+                   pack_tokens: int | None = None) -> dict[str, torch.Tensor]:
+    """A training batch of tokenized (ids, labels) examples: packed (:func:`pack_examples`) or right-padded
+    (:func:`pad_examples`), both with ``label_positions`` (so the loss needs no device sync)."""
+    if packing:
+        return pack_examples(examples, pad_id, pack_tokens)
+    batch = pad_examples(examples, pad_id)
+    return {**batch, "label_positions": labelled_positions(batch["labels"])}

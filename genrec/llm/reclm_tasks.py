@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from genrec.llm.finetune import labelled_positions, pack_examples, pad_examples
+from genrec.llm.finetune import batch_examples
 from genrec.llm.tasks import PromptFormat
 
 __all__ = ["RECLM_TASKS", "RecLMData", "category_items", "draw_task", "reclm_instruction", "render_answer",
@@ -211,11 +211,7 @@ class RecLMData(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """A packed (or right-padded) batch with ``label_positions``."""
         examples = [self.examples[int(i)] for i in indices]
-        pad = self.format.tokenizer.pad_token_id
-        if self.packing:
-            return pack_examples(examples, pad, self.pack_tokens)
-        batch = pad_examples(examples, pad)
-        return {**batch, "label_positions": labelled_positions(batch["labels"])}
+        return batch_examples(examples, self.format.tokenizer.pad_token_id, self.packing, self.pack_tokens)
 
     @staticmethod
     def collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

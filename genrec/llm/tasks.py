@@ -45,7 +45,7 @@ import torch
 from torch.utils.data import Dataset
 
 from genrec.data import ItemCatalog
-from genrec.llm.finetune import IGNORE, labelled_positions, pack_examples, pad_examples
+from genrec.llm.finetune import IGNORE, batch_examples, pad_examples
 from genrec.llm.intentions import item_facets, item_query, preference_text
 from genrec.llm.templates import FUSION_RESPONSES, TEMPLATES
 
@@ -323,11 +323,7 @@ class TaskData(Dataset):
         (:func:`genrec.llm.finetune.labelled_positions`, so the loss needs no device sync)."""
         examples = (self._tokenize(indices) if self._tokens is None
                     else [self.tokenized(int(i)) for i in indices])
-        pad = self.format.tokenizer.pad_token_id
-        if self.packing:
-            return pack_examples(examples, pad, self.pack_tokens)
-        batch = pad_examples(examples, pad)
-        return {**batch, "label_positions": labelled_positions(batch["labels"])}
+        return batch_examples(examples, self.format.tokenizer.pad_token_id, self.packing, self.pack_tokens)
 
     @staticmethod
     def collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -38,9 +38,7 @@ Shapes: B batch, K beams, L prompt length, C code levels, V vocabulary, N items.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,7 +47,7 @@ import numpy as np
 import torch
 
 from genrec.decoding import DECODERS, PrefixTrie, decode_items
-from genrec.io import atomic_write_text, file_manifest, fingerprint, manifest_problem
+from genrec.io import atomic_folder, atomic_write_text, file_manifest, fingerprint, manifest_problem
 from genrec.llm.finetune import causal_lm_loss, enable_activation_checkpointing
 from genrec.llm.lora import apply_lora, lora_settings
 from genrec.llm.pretrained import BUNDLED_LLM, load_causal_lm, load_tokenizer
@@ -354,21 +352,15 @@ class LCRec(Recommender):
         """Writes ``lcrec.json``, ``semantic_ids.json`` and ``llm/`` (model or LoRA adapter + tokenizer)
         into a temporary folder renamed over ``folder`` at the end (a kill never leaves half a model)."""
         self._require_items()
-        folder = Path(folder)
-        tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self.llm.save_pretrained(tmp / "llm")
-        self.tokenizer.save_pretrained(tmp / "llm")
-        self.semantic_ids.save(tmp / "semantic_ids.json")
-        names = sorted(path.name for path in (tmp / "llm").iterdir() if path.is_file())
-        record = {**self.settings, "catalogue": catalogue_record(self.semantic_ids),
-                  "llm_files": file_manifest(tmp / "llm", names)}
-        record["sha256"] = fingerprint(record)  # of every other key: an altered lcrec.json is refused
-        atomic_write_text(tmp / SETTINGS, json.dumps(record, indent=2) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        with atomic_folder(folder) as tmp:
+            self.llm.save_pretrained(tmp / "llm")
+            self.tokenizer.save_pretrained(tmp / "llm")
+            self.semantic_ids.save(tmp / "semantic_ids.json")
+            names = sorted(path.name for path in (tmp / "llm").iterdir() if path.is_file())
+            record = {**self.settings, "catalogue": catalogue_record(self.semantic_ids),
+                      "llm_files": file_manifest(tmp / "llm", names)}
+            record["sha256"] = fingerprint(record)  # of every other key: an altered lcrec.json is refused
+            atomic_write_text(tmp / SETTINGS, json.dumps(record, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> LCRec:

@@ -28,9 +28,7 @@ Shapes: B batch, L prompt length, V vocabulary, N items.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,7 +39,7 @@ import torch
 from genrec.decoding.span_constraints import SpanLogitsProcessor
 from genrec.decoding.span_loss import scope_mask_loss
 from genrec.decoding.title_trie import EOI, SOI, TitleTrie, add_span_tokens
-from genrec.io import atomic_write_text
+from genrec.io import atomic_folder, atomic_write_text
 from genrec.llm.finetune import causal_lm_loss
 from genrec.llm.lora import apply_lora
 from genrec.llm.pretrained import BUNDLED_LLM, load_causal_lm, load_tokenizer
@@ -269,17 +267,11 @@ class RecLM(Recommender):
         """Writes ``reclm.json`` (settings and titles) and ``llm/`` (model or LoRA adapter + tokenizer)
         into a temporary folder renamed over ``folder``."""
         self._require_items()
-        folder = Path(folder)
-        tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self.llm.save_pretrained(tmp / "llm")
-        self.tokenizer.save_pretrained(tmp / "llm")
-        record = {**self.settings, "titles": self.titles, "item_ids": self.item_ids}
-        atomic_write_text(tmp / SETTINGS, json.dumps(record, indent=1) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        with atomic_folder(folder) as tmp:
+            self.llm.save_pretrained(tmp / "llm")
+            self.tokenizer.save_pretrained(tmp / "llm")
+            record = {**self.settings, "titles": self.titles, "item_ids": self.item_ids}
+            atomic_write_text(tmp / SETTINGS, json.dumps(record, indent=1) + "\n")
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> RecLM:

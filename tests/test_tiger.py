@@ -13,8 +13,8 @@ import torch
 from genrec.config import parse_gin
 from genrec.data.generative import NextItemPrefixes
 from genrec.models import TIGER
-from genrec.models.tiger import ablation_ids, user_bucket
-from genrec.semantic_ids import SemanticIDs, SemanticIDsError
+from genrec.models.tiger import user_bucket
+from genrec.semantic_ids import SemanticIDs, SemanticIDsError, ablation_ids
 from interrupt import kill_at_first_checkpoint  # tests/interrupt.py
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,8 +115,9 @@ def test_training_step_and_user_token_slot():
     assert torch.isfinite(smoothed(history, torch.tensor([5, 6]), user)[1])
 
 
-def test_save_load_round_trip_gives_identical_recommendations(tmp_path):
-    model = _model(num_beams=6)
+@pytest.mark.parametrize("item_input", [False, True])
+def test_save_load_round_trip_gives_identical_recommendations(tmp_path, item_input):
+    model = _model(num_beams=6, encoder_input="items" if item_input else "codes", item_input=item_input)
     histories = [["i3", "i1", "i7"], ["i5"]]
     before = model.recommend(histories, k=6, users=["u0", "u3"])
     model.save_pretrained(tmp_path / "model")
@@ -124,6 +125,18 @@ def test_save_load_round_trip_gives_identical_recommendations(tmp_path):
     assert loaded.settings == model.settings and loaded.user_ids == model.user_ids
     assert loaded.recommend(histories, k=6, users=["u0", "u3"]) == before
     assert all(len({i for i, _ in row}) == 6 for row in before)
+
+
+def test_item_input_adds_one_input_token_per_item():
+    plain, with_items = _model(encoder_input="items"), _model(encoder_input="items", item_input=True)
+    assert with_items.config.vocab_size == plain.config.vocab_size + N
+    history = torch.tensor([[0, 3, 1]])
+    embeds = with_items.encoder_inputs(history)["inputs_embeds"]  # [1, 2, D]: items 3 and 1, codes + own token
+    shared = with_items.t5.shared.weight
+    expected = shared[with_items.item_tokens[3]].sum(0) + shared[with_items.first_item_token + 2]
+    assert torch.allclose(embeds[0, 0], expected)
+    with pytest.raises(ValueError, match="item_input needs TIGER.encoder_input = 'items'"):
+        _model(encoder_input="codes", item_input=True)
 
 
 def test_embedding_init_std():
@@ -185,7 +198,7 @@ def test_identifier_ablations_keep_the_shape():
         ablation_ids(ids, "hashed")
 
 
-@pytest.mark.parametrize("encoder_input", ["codes", "items"])
+@pytest.mark.parametrize("encoder_input", ["codes", "items", "items+item_input"])
 @pytest.mark.parametrize("user_buckets", [10, 0])
 @pytest.mark.parametrize("stride", [None, 2])
 def test_causal_windows_train_every_prefix_in_one_pass(encoder_input, user_buckets, stride):
@@ -194,7 +207,9 @@ def test_causal_windows_train_every_prefix_in_one_pass(encoder_input, user_bucke
     (also with overlapping windows, whose early slots carry no label)."""
     from genrec.data.windows import SequenceWindows
 
-    model = _model(encoder_input=encoder_input, encoder_attention="causal", user_buckets=user_buckets, max_history=4)
+    encoder_input, _, item_input = encoder_input.partition("+")
+    model = _model(encoder_input=encoder_input, encoder_attention="causal", user_buckets=user_buckets, max_history=4,
+                   item_input=bool(item_input))
     sequences = [np.array([3, 1, 7, 2]), np.array([5, 9]), np.array([4, 8, 6, 11, 12, 13, 1, 2, 3])]
     windows = SequenceWindows(sequences, 4, stride, with_user=True)
     batch = {key: torch.stack([windows[i][key] for i in range(len(windows))]) for key in ("users", "items", "labels")}

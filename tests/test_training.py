@@ -157,6 +157,22 @@ def test_mode_min_selects_the_lowest_value(tmp_path):
         _fit(tmp_path / "bad", mode="lowest")
 
 
+def _evaluate_constant(model, which, accelerator):
+    return {"flat": 0.5}
+
+
+@pytest.mark.parametrize("ties_improve, best_epoch, epochs", [(False, 1, 3), (True, 6, 6)])
+def test_ties_improve_takes_the_newer_weights_and_keeps_patience(tmp_path, ties_improve, best_epoch, epochs):
+    gin.clear_config()
+    torch.manual_seed(0)
+    out = fit(_Regressor(), _data(), _evaluate_constant, run_dir=tmp_path, info={"dataset": "synthetic"}, seed=1,
+              batch_size=8, learning_rate=0.05, metric="flat", max_epochs=6, patience=2, ties_improve=ties_improve)
+    # a flat validation curve: the strict rule keeps epoch 1 and stops after 2 ties; RecBole's rule runs on
+    assert (out["best_epoch"], out["epochs"]) == (best_epoch, epochs)
+    assert out["selection"] == {"metric": "flat", "mode": "max", "patience": 2, "ties_improve": ties_improve,
+                                "eval_every_epochs": 1, "eval_every_steps": None}
+
+
 def _evaluate_dtype(model, which, accelerator):
     scores = model.lin(torch.linspace(-1, 1, 30).reshape(10, 3))
     return {"fp32": float(scores.dtype == torch.float32), "which": which}

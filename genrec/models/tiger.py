@@ -60,7 +60,7 @@ from genrec.io import atomic_write_text
 from genrec.models.base import Recommender, as_histories
 from genrec.semantic_ids import SemanticIDs, level_token_starts
 
-__all__ = ["TIGER", "ablation_ids", "additive_mask", "user_bucket"]
+__all__ = ["TIGER", "additive_mask", "user_bucket"]
 
 PAD, EOS = 0, 1
 FIRST_CODE = 2  # token id of code 0 of level 0
@@ -75,30 +75,6 @@ def additive_mask(allowed: torch.Tensor) -> torch.Tensor:
 def user_bucket(raw_user_id: str, buckets: int) -> int:
     """The hash bucket of a raw user id: ``crc32(id) % buckets`` (stable, unlike Python's ``hash``)."""
     return zlib.crc32(str(raw_user_id).encode("utf-8")) % buckets
-
-
-def ablation_ids(ids: SemanticIDs, kind: str, seed: int = 0) -> SemanticIDs:
-    """Item identifiers for the TIGER paper's ablation, built from the semantic IDs ``ids``.
-
-    Args:
-        ids: semantic IDs aligned with item indices.
-        kind: ``semantic`` (``ids`` itself); ``random``: the same code tuples dealt to the items in a
-            seeded random order, so shape, codebook sizes, code usage and prefix sharing are those
-            of ``ids`` and only the link between an item's content and its code is gone;
-            ``atomic``: one token per item (level 0 only, codebook size N).
-        seed: seed of the ``random`` permutation.
-    """
-    if kind == "semantic":
-        return ids
-    if kind == "random":
-        order = np.random.default_rng(seed).permutation(ids.num_items)
-        codes = ids.codes.copy()
-        codes[1:] = ids.codes[1:][order]
-        return SemanticIDs(codes, list(ids.codebook_sizes), ids.dataset, ids.fingerprint, list(ids.item_ids))
-    if kind == "atomic":
-        codes = np.arange(-1, ids.num_items, dtype=np.int64)[:, None]
-        return SemanticIDs(codes, [ids.num_items], ids.dataset, ids.fingerprint, list(ids.item_ids))
-    raise ValueError(f"unknown item identifiers {kind!r}; use 'semantic', 'random' or 'atomic'")
 
 
 @gin.configurable(denylist=["semantic_ids"])
@@ -125,6 +101,9 @@ class TIGER(Recommender):
         decode_batch_size: users decoded at once (the KV cache holds K rows per user).
         embedding_init_std: std of the token embeddings' (input and tied output) initialisation; None:
             T5's 1.0 (smaller ones trained far worse on ml-100k; README, TIGER).
+        item_input: with ``encoder_input = "items"``, also add a learned per-item token to each history
+            position (N more input-only tokens, never decoded), as SASRec's item embeddings do; the
+            output side stays semantic IDs.
     """
 
     generative = True
@@ -133,7 +112,7 @@ class TIGER(Recommender):
                  d_model: int = 128, num_heads: int = 6, d_kv: int = 64, d_ff: int = 1024, dropout: float = 0.1,
                  user_buckets: int = 2000, max_history: int = 20, num_beams: int = 20,
                  label_smoothing: float = 0.0, encoder_input: str = "codes", encoder_attention: str = "bidirectional",
-                 decode_batch_size: int = 32, embedding_init_std: float | None = None):
+                 decode_batch_size: int = 32, embedding_init_std: float | None = None, item_input: bool = False):
         super().__init__()
         if not isinstance(semantic_ids, SemanticIDs):
             raise TypeError(f"TIGER needs SemanticIDs, got {type(semantic_ids).__name__}")
@@ -145,18 +124,22 @@ class TIGER(Recommender):
             raise ValueError(f"TIGER.encoder_input must be 'codes' or 'items', got {encoder_input!r}")
         if encoder_attention not in ("bidirectional", "causal"):
             raise ValueError(f"TIGER.encoder_attention must be 'bidirectional' or 'causal', got {encoder_attention!r}")
+        if item_input and encoder_input != "items":
+            raise ValueError("TIGER.item_input needs TIGER.encoder_input = 'items' (one position per history item)")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"TIGER.label_smoothing must be in [0, 1), got {label_smoothing}")
         self.semantic_ids = semantic_ids
         self.code_vocab = int(sum(semantic_ids.codebook_sizes))
         self.first_user_token = FIRST_CODE + self.code_vocab
+        self.first_item_token = self.first_user_token + user_buckets  # item i's input token: first_item_token + i - 1
         self.settings = dict(num_layers=num_layers, num_decoder_layers=num_decoder_layers, d_model=d_model,
                              num_heads=num_heads, d_kv=d_kv, d_ff=d_ff, dropout=dropout, user_buckets=user_buckets,
                              max_history=max_history, num_beams=num_beams, label_smoothing=label_smoothing,
                              encoder_input=encoder_input, encoder_attention=encoder_attention,
-                             decode_batch_size=decode_batch_size, embedding_init_std=embedding_init_std)
+                             decode_batch_size=decode_batch_size, embedding_init_std=embedding_init_std,
+                             item_input=item_input)
         self.config = T5Config(
-            vocab_size=self.first_user_token + user_buckets, d_model=d_model, d_kv=d_kv, d_ff=d_ff,
+            vocab_size=self.first_item_token + semantic_ids.num_items * item_input, d_model=d_model, d_kv=d_kv, d_ff=d_ff,
             num_layers=num_layers, num_decoder_layers=num_decoder_layers, num_heads=num_heads, dropout_rate=dropout,
             feed_forward_proj="relu", pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=EOS,
             tie_word_embeddings=True, use_cache=False)
@@ -219,6 +202,9 @@ class TIGER(Recommender):
         """Encoder tokens [B, P, T] of padded item indices [B, H]: T = C tokens summed at one position
         per item (``items``), or T = 1 token at each of the H * C positions (``codes``)."""
         tokens = self.item_tokens[items]  # [B, H, C]; padding rows are PAD
+        if self.settings["item_input"]:
+            own = torch.where(items > 0, self.first_item_token + items - 1, PAD)
+            tokens = torch.cat([tokens, own[..., None]], -1)  # [B, H, C + 1]
         if self.settings["encoder_input"] == "codes":
             tokens = tokens.reshape(items.shape[0], -1, 1)
         return tokens
@@ -434,13 +420,14 @@ class TIGER(Recommender):
         user_ids = settings.pop("user_ids", None)
         ids = SemanticIDs.read(folder / "semantic_ids.json")
         config = T5Config.from_pretrained(folder / "t5")
-        expected = FIRST_CODE + sum(ids.codebook_sizes) + settings["user_buckets"]
+        expected = (FIRST_CODE + sum(ids.codebook_sizes) + settings["user_buckets"]
+                    + ids.num_items * settings.get("item_input", False))
         if config.vocab_size != expected:
             raise ValueError(
                 f"{folder / 't5' / 'config.json'} has vocab_size {config.vocab_size}, but {folder / 'semantic_ids.json'} "
                 f"({ids.num_levels} levels, codebook sizes {ids.codebook_sizes}) and user_buckets "
                 f"{settings['user_buckets']} in {folder / SETTINGS} need {expected} (pad, eos, one token per code, "
-                "one per user bucket); the folder mixes files of different models")
+                "one per user bucket, one per item with item_input); the folder mixes files of different models")
         model = cls(ids, **settings)
         model.t5 = T5ForConditionalGeneration.from_pretrained(folder / "t5")
         model.config = model.t5.config

@@ -18,7 +18,7 @@ trainer).
 from genrec.semantic_ids.build import SEMANTIC_IDS, build_semantic_ids, ensure_semantic_ids
 from genrec.semantic_ids.embed import embed_texts
 from genrec.semantic_ids.rqvae import RQVAE, RQVAEOutput
-from genrec.semantic_ids.semantic_ids import SemanticIDs, SemanticIDsError, level_token_starts
+from genrec.semantic_ids.semantic_ids import SemanticIDs, SemanticIDsError, ablation_ids, level_token_starts
 
-__all__ = ["RQVAE", "RQVAEOutput", "SEMANTIC_IDS", "SemanticIDs", "SemanticIDsError", "build_semantic_ids",
+__all__ = ["RQVAE", "RQVAEOutput", "SEMANTIC_IDS", "SemanticIDs", "SemanticIDsError", "ablation_ids", "build_semantic_ids",
            "embed_texts", "ensure_semantic_ids", "level_token_starts"]

@@ -29,7 +29,7 @@ from genrec.io import atomic_write_text
 if TYPE_CHECKING:
     from genrec.data import Interactions
 
-__all__ = ["SemanticIDs", "SemanticIDsError", "level_token_starts"]
+__all__ = ["SemanticIDs", "SemanticIDsError", "ablation_ids", "level_token_starts"]
 
 
 def level_token_starts(codebook_sizes: list[int], offset: int = 0) -> np.ndarray:
@@ -191,3 +191,27 @@ class SemanticIDs:
         if len(np.unique(body, axis=0)) != len(body):
             raise SemanticIDsError(f"{where}: two items share a code tuple; semantic IDs must be unique "
                                    "(resolve collisions when building them)")
+
+
+def ablation_ids(ids: SemanticIDs, kind: str, seed: int = 0) -> SemanticIDs:
+    """Item identifiers for the TIGER paper's ablation, built from the semantic IDs ``ids``.
+
+    Args:
+        ids: semantic IDs aligned with item indices.
+        kind: ``semantic`` (``ids`` itself); ``random``: the same code tuples dealt to the items in a
+            seeded random order, so shape, codebook sizes, code usage and prefix sharing are those
+            of ``ids`` and only the link between an item's content and its code is gone;
+            ``atomic``: one token per item (level 0 only, codebook size N).
+        seed: seed of the ``random`` permutation.
+    """
+    if kind == "semantic":
+        return ids
+    if kind == "random":
+        order = np.random.default_rng(seed).permutation(ids.num_items)
+        codes = ids.codes.copy()
+        codes[1:] = ids.codes[1:][order]
+        return SemanticIDs(codes, list(ids.codebook_sizes), ids.dataset, ids.fingerprint, list(ids.item_ids))
+    if kind == "atomic":
+        codes = np.arange(-1, ids.num_items, dtype=np.int64)[:, None]
+        return SemanticIDs(codes, [ids.num_items], ids.dataset, ids.fingerprint, list(ids.item_ids))
+    raise ValueError(f"unknown item identifiers {kind!r}; use 'semantic', 'random' or 'atomic'")

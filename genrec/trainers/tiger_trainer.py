@@ -4,7 +4,7 @@
 
 Steps: the semantic IDs the config names (built first with the RQ-VAE config it names when the file
 does not exist yet) -> the item identifiers of the run (``semantic``, or the ablations ``random``
-and ``atomic``, :func:`genrec.models.tiger.ablation_ids`) -> a randomly initialised TIGER -> every
+and ``atomic``, :func:`genrec.semantic_ids.ablation_ids`) -> a randomly initialised TIGER -> every
 (history prefix -> next item) example of the training sequences (:class:`NextItemPrefixes`), or,
 with ``TIGER.encoder_attention = "causal"``, windows that train all their targets in one pass
 (:class:`SequenceWindows` with the user position first) ->
@@ -29,8 +29,8 @@ from genrec.config import run
 from genrec.data import SPLITS
 from genrec.data.generative import NextItemPrefixes
 from genrec.data.windows import SequenceWindows
-from genrec.models.tiger import TIGER, ablation_ids
-from genrec.semantic_ids import ensure_semantic_ids
+from genrec.models.tiger import TIGER
+from genrec.semantic_ids import ablation_ids, ensure_semantic_ids
 from genrec.training import experiment, fit, seed_everything
 
 

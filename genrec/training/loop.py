@@ -58,6 +58,7 @@ from genrec.io import atomic_write_text
 from genrec.progress import progress
 from genrec.training.checkpoint import (load_checkpoint, load_tensors, load_trainable_state, save_checkpoint,
                                         save_tensors, trainable_state_dict)
+from genrec.training.fit_settings import check_fit_settings
 from genrec.training.run_folder import RunLog, check_config, finished_metrics, run_folder_lock, seal_metrics
 from genrec.training.trackers import check_tracker, start_tracker, stop_tracker, tracker_settings
 
@@ -143,6 +144,7 @@ def fit(
     patience: int | None = 10,
     metric: str = "ndcg@10",
     mode: str = "max",
+    ties_improve: bool = False,
     log_every_steps: int = 10,
     num_workers: int = 0,
     compile: bool = False,
@@ -180,6 +182,8 @@ def fit(
         patience: stop after this many validations without improvement (``None``: never stop early).
         metric: validation metric that selects the best weights (a key of the dict ``evaluate`` returns).
         mode: ``max`` (the default, e.g. NDCG) or ``min`` (e.g. a loss): which direction is better.
+        ties_improve: a validation equal to the best counts as an improvement (takes the newer weights
+            and resets patience), as RecBole's early stopping does; the default needs a strict improvement.
         log_every_steps: optimizer steps between ``log.jsonl`` records.
         num_workers: DataLoader workers.
         compile: train through ``torch.compile`` of the model (evaluation and checkpoints use the
@@ -194,7 +198,7 @@ def fit(
         The dictionary written to ``metrics.json``.
     """
     run_dir = Path(run_dir)
-    _check_settings(max_epochs=max_epochs, max_steps=max_steps, max_train_seconds=max_train_seconds, batch_size=batch_size,
+    check_fit_settings(max_epochs=max_epochs, max_steps=max_steps, max_train_seconds=max_train_seconds, batch_size=batch_size,
                     learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
                     grad_accum_steps=grad_accum_steps, eval_every_epochs=eval_every_epochs, eval_every_steps=eval_every_steps,
                     patience=patience, mode=mode, log_every_steps=log_every_steps, num_workers=num_workers)
@@ -265,7 +269,8 @@ def fit(
             if metric not in metrics:
                 raise KeyError(f"fit.metric {metric!r} is not among the validation metrics: {sorted(metrics)}")
             value = float(metrics[metric])
-            improved = state["best"] is None or (value > state["best"] if mode == "max" else value < state["best"])
+            best = state["best"]
+            improved = best is None or (value > best if mode == "max" else value < best) or (ties_improve and value == best)
             if improved:
                 state.update(best=value, best_step=state["step"], best_epoch=state["epoch"], bad_evals=0, best_valid=metrics)
                 if main:
@@ -363,6 +368,8 @@ def fit(
             **{k: info[k] for k in ("dataset", "split", "protocol") if k in info},
             "seed": seed,
             "valid": state["best_valid"],
+            "selection": {"metric": metric, "mode": mode, "patience": patience, "ties_improve": ties_improve,
+                          "eval_every_epochs": eval_every_epochs, "eval_every_steps": eval_every_steps},
             "test": test,
             "best_epoch": state.get("best_epoch"),
             "best_step": state["best_step"],
@@ -379,8 +386,8 @@ def fit(
             "device": str(accelerator.device),
             "mixed_precision": accelerator.mixed_precision,
             "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+            "torch_threads": torch.get_num_threads(),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(),
         }
         if main:
@@ -424,27 +431,3 @@ def _evaluate(evaluate: Evaluate, wrapped, which: str, accelerator: Accelerator)
             return evaluate(model, which, accelerator)
     finally:
         model.train()
-
-
-_BOUNDS = {  # fit setting: (kind, lowest value, lowest value excluded, None allowed)
-    "max_epochs": (int, 1, False, False), "max_steps": (int, 1, False, True), "batch_size": (int, 1, False, False),
-    "learning_rate": (float, 0, True, False), "weight_decay": (float, 0, False, False),
-    "warmup_steps": (int, 0, False, False), "grad_clip": (float, 0, True, True),
-    "grad_accum_steps": (int, 1, False, False), "eval_every_epochs": (int, 1, False, False),
-    "eval_every_steps": (int, 1, False, True), "patience": (int, 1, False, True),
-    "log_every_steps": (int, 1, False, False), "max_train_seconds": (float, 0, True, True), "num_workers": (int, 0, False, False),
-}
-
-
-def _check_settings(mode: str, **settings: Any) -> None:
-    """Raises ValueError naming the ``fit.*`` binding whose value cannot work (see :data:`_BOUNDS`)."""
-    if mode not in ("max", "min"):
-        raise ValueError(f"fit.mode = {mode!r} cannot work; it must be 'max' or 'min'")
-    for name, value in settings.items():
-        kind, low, strict, optional = _BOUNDS[name]
-        if value is None and optional:
-            continue
-        number = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
-        if not number or not math.isfinite(value) or value < low or (strict and value == low):
-            need = f"{'an int' if kind is int else 'a finite number'} {'>' if strict else '>='} {low}"
-            raise ValueError(f"fit.{name} = {value!r} cannot work; it must be {need}{', or None' if optional else ''}")

@@ -1,6 +1,8 @@
-"""SASRec (ours) under RecBole 1.2.1's protocol and hyperparameters; prints one JSON line.
+"""SASRec (ours) under RecBole 1.2.1's protocol and hyperparameters, beside RecBole itself; prints one JSON line.
 
-    python benchmarks/sasrec.py --dataset ml-100k
+    python benchmarks/sasrec.py --dataset ml-100k --run-peer              # RecBole, then ours, same invocation
+    python benchmarks/sasrec.py --dataset ml-100k --peer-json peer.jsonl  # ours against a recorded peer line
+    python benchmarks/sasrec.py --dataset ml-100k                         # ours only
 
 Protocol (identical to the peer run): leave-one-out by timestamp (valid = second-last, test = last),
 full ranking over all items, history items not masked, CE loss, max length 50, hidden 64, inner 256,
@@ -9,10 +11,12 @@ seed 2020 (config/sasrec/<dataset>.gin). Training samples differ on purpose: Rec
 prefix and takes one loss per prefix; we take a loss at every position of all-position windows
 (genrec.data.windows).
 
-The peer figures are RecBole 1.2.1's SASRec run on a machine of this kind (2 CPU cores, torch 2.13.0)
-as recorded in issue #2; RecBole is not installed by this script (its pinned dependencies conflict
-with ours), so the time ratio is against that recorded run, not one measured in the same process.
-The most-popular baseline is measured in the same run.
+The peer is RecBole 1.2.1's SASRec run by ``benchmarks/peers/recbole_sasrec.py`` in its own
+virtualenv (its pinned dependencies conflict with ours): ``--run-peer`` runs it first in this
+invocation (same machine, same thread count), ``--peer-json FILE`` reads the JSON line it printed
+earlier. Either way the output holds the peer's line under ``"recbole"``, the ratios of ours to it, and
+beside each timing the torch thread count and ``/proc/loadavg`` before and after. The most-popular
+baseline is measured in the same run.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -33,24 +40,101 @@ from genrec.trainers.sasrec_trainer import train_sasrec  # noqa: E402
 from genrec.training import experiment  # noqa: E402
 
 CONFIGS = {"ml-100k": "config/sasrec/ml100k.gin", "ml-1m": "config/sasrec/ml1m.gin"}
-# RecBole 1.2.1 SASRec on ml-100k, same protocol and hyperparameters, 2 CPU cores, torch 2.13.0 (issue #2).
-RECBOLE = {"ml-100k": {"ndcg@10": 0.0640, "recall@10": 0.1357, "mrr@10": 0.0425, "recall@5": 0.0785,
-                       "recall@20": 0.2291, "ndcg@5": 0.0460, "ndcg@20": 0.0876, "best_valid_ndcg@10": 0.0719,
-                       "epochs": 30, "train_seconds": 3237.0}}
+PEER_SCRIPT = REPO / "benchmarks" / "peers" / "recbole_sasrec.py"
 KEYS = ("ndcg@10", "recall@10", "mrr@10", "recall@5", "recall@20", "ndcg@5", "ndcg@20")
+RATIO_KEYS = ("ndcg@10", "ndcg@5", "mrr@10", "recall@10")
+
+
+def loadavg() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages from ``/proc/loadavg``, or None where there is none."""
+    try:
+        return [float(value) for value in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
+
+
+def parse_peer_line(text: str, source: str, dataset: str | None = None) -> dict:
+    """The last peer JSON line (``{"peer": "recbole", ...}``) in ``text``, checked against ``dataset``.
+
+    Other lines (logs, blank lines) are skipped, so a whole captured stdout or log file can be passed.
+
+    Raises:
+        ValueError: No peer line, a line without a test metric, or one for another dataset.
+    """
+    peer = None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("peer") == "recbole":
+                peer = record
+    fix = "write it with: python benchmarks/peers/recbole_sasrec.py --dataset DATASET > FILE"
+    if peer is None:
+        raise ValueError(f"{source}: no RecBole peer line (a JSON object with \"peer\": \"recbole\"); {fix}")
+    missing = [key for key in (*KEYS, "train_seconds", "dataset", "seed") if key not in peer]
+    if missing:
+        raise ValueError(f"{source}: the peer line lacks {missing}; {fix}")
+    if dataset is not None and peer["dataset"] != dataset:
+        raise ValueError(f"{source}: the peer line is for {peer['dataset']!r}, not {dataset!r}; {fix}")
+    return peer
+
+
+def run_peer(dataset: str, seed: int, epochs: int | None, threads: int) -> dict:
+    """Run ``benchmarks/peers/recbole_sasrec.py`` (its log to our stderr) and parse its JSON line."""
+    command = [sys.executable, str(PEER_SCRIPT), "--dataset", dataset, "--seed", str(seed), "--threads", str(threads)]
+    if epochs:
+        command += ["--epochs", str(epochs)]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"sasrec benchmark: the RecBole peer failed (exit {done.returncode}, its log above); "
+                 f"run {' '.join(command[1:])} alone to see why")
+    return parse_peer_line(done.stdout, "recbole_sasrec.py output", dataset)
+
+
+def compare(ours: dict, peer: dict) -> dict:
+    """Ratios of our test metrics and training time to the peer's."""
+    out = {f"{key}_vs_recbole": round(ours[key] / peer[key], 3) for key in RATIO_KEYS if peer.get(key)}
+    if peer.get("train_seconds"):
+        out["time_fraction_of_recbole"] = round(ours["train_seconds"] / peer["train_seconds"], 3)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(CONFIGS), default="ml-100k")
+    parser.add_argument("--seed", type=int, default=2020, help="ours and the peer's (train_sasrec.seed)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, ours and the peer's")
     parser.add_argument("--gin", action="append", default=[], help="extra binding (repeatable)")
     parser.add_argument("--run-dir", default=None, help="default: a fresh temporary folder")
+    peer_source = parser.add_mutually_exclusive_group()
+    peer_source.add_argument("--peer-json", default=None, help="a file holding the peer's JSON line")
+    peer_source.add_argument("--run-peer", action="store_true", help="run the RecBole peer first, in this invocation")
+    parser.add_argument("--peer-epochs", type=int, default=None, help="cap the peer's epochs (smoke runs)")
     args = parser.parse_args()
+
+    peer = None
+    if args.peer_json:
+        try:
+            peer = parse_peer_line(Path(args.peer_json).read_text(encoding="utf-8"), args.peer_json, args.dataset)
+        except (OSError, ValueError) as error:
+            sys.exit(f"sasrec benchmark: {error}")
+        if peer["seed"] != args.seed:
+            sys.exit(f"sasrec benchmark: {args.peer_json} holds the peer's seed {peer['seed']}, not --seed {args.seed}; "
+                     f"pass --seed {peer['seed']} or run the peer with --seed {args.seed}")
+    elif args.run_peer:
+        peer = run_peer(args.dataset, args.seed, args.peer_epochs, args.threads)
 
     run_dir = args.run_dir or tempfile.mkdtemp(prefix=f"sasrec-{args.dataset}-")
     os.chdir(REPO)
-    parse_gin([CONFIGS[args.dataset]], [f"train_sasrec.run_dir = {run_dir!r}", *args.gin])
+    torch.set_num_threads(args.threads)
+    parse_gin([CONFIGS[args.dataset]], [f"train_sasrec.run_dir = {run_dir!r}", f"train_sasrec.seed = {args.seed}",
+                                        *args.gin])
+    before = loadavg()
     metrics = train_sasrec()
+    after = loadavg()
 
     parse_gin([], [f"experiment.dataset = {args.dataset!r}"])
     exp = experiment()
@@ -64,14 +148,14 @@ def main() -> None:
         "valid_ndcg@10": round(metrics["valid"]["ndcg@10"], 4),
         "epochs": metrics["epochs"], "best_epoch": metrics["best_epoch"],
         "train_seconds": metrics["train_seconds"], "eval_seconds": metrics["eval_seconds"],
+        "threads": torch.get_num_threads(), "loadavg_before": before, "loadavg_after": after,
         "peak_rss_mib": metrics["peak_rss_mib"], "most_popular_ndcg@10": round(popular["ndcg@10"], 4),
         "bindings": args.gin,
     }
-    peer = RECBOLE.get(args.dataset)
-    if peer:
+    if peer is not None:
         out["recbole"] = peer
-        out["ndcg@10_vs_recbole"] = round(metrics["test"]["ndcg@10"] / peer["ndcg@10"], 3)
-        out["time_fraction_of_recbole"] = round(metrics["train_seconds"] / peer["train_seconds"], 3)
+        out["recbole_source"] = args.peer_json or "run in this invocation"
+        out.update(compare(out, peer))
     print(json.dumps(out))
 
 

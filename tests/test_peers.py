@@ -1,0 +1,100 @@
+"""The RecBole peer's atomic-file converter and the SASRec benchmark's reading of the peer's JSON line.
+
+No network and no virtualenv: the converter writes a tiny hand-made log, read back by genrec's own
+RecBole reader; the parser reads hand-written lines.
+"""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genrec.data.readers import InteractionLog, read_recbole
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str, path: str):
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
+
+
+peers = load_script("recbole_sasrec_peer", "benchmarks/peers/recbole_sasrec.py")
+bench = load_script("sasrec_benchmark", "benchmarks/sasrec.py")
+
+
+def tiny_log(**changes) -> InteractionLog:
+    fields = dict(name="tiny", users=["u1", "u1", "u2"], items=["10", "Toy Story (1995)", "10"],
+                  timestamps=np.array([881250949.0, 881250949.0, 5.5]), ratings=np.array([3.0, 4.5, 1.0]))
+    return InteractionLog(**{**fields, **changes})
+
+
+def test_inter_file_is_recbole_atomic_format(tmp_path):
+    path = peers.write_recbole_inter(tiny_log(), tmp_path)
+    assert path == tmp_path / "tiny" / "tiny.inter"
+    assert path.read_text(encoding="utf-8").splitlines() == [
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float",
+        "u1\t10\t3\t881250949",
+        "u1\tToy Story (1995)\t4.5\t881250949",
+        "u2\t10\t1\t5.5",
+    ]
+    back = read_recbole(path.parent, "tiny", "fix")
+    assert back.users == ["u1", "u1", "u2"] and back.items == ["10", "Toy Story (1995)", "10"]
+    np.testing.assert_array_equal(back.timestamps, [881250949.0, 881250949.0, 5.5])
+    np.testing.assert_array_equal(back.ratings, [3.0, 4.5, 1.0])
+    assert not [p for p in path.parent.iterdir() if p.name != "tiny.inter"]  # no temporary file left
+
+
+def test_inter_file_without_ratings_and_bad_ids(tmp_path):
+    path = peers.write_recbole_inter(tiny_log(ratings=None), tmp_path)
+    assert path.read_text(encoding="utf-8").splitlines()[:2] == ["user_id:token\titem_id:token\ttimestamp:float",
+                                                                  "u1\t10\t881250949"]
+    for bad in ("a\tb", 'say "hi"'):
+        with pytest.raises(ValueError, match="item id"):
+            peers.write_recbole_inter(tiny_log(items=["10", bad, "10"]), tmp_path / "bad")
+    assert not (tmp_path / "bad" / "tiny" / "tiny.inter").exists()
+
+
+def test_venv_folder_is_keyed_by_the_pins(monkeypatch, tmp_path):
+    monkeypatch.setenv("GENREC_PEERS_DIR", str(tmp_path))
+    first = peers.default_venv()
+    assert first.parent == tmp_path and first.name == f"recbole-1.2.1-{peers.requirements_key()}"
+    monkeypatch.setattr(peers, "REQUIREMENTS", (*peers.REQUIREMENTS[:-1], "torch==2.12.0"))
+    assert peers.default_venv() != first
+
+
+def peer_record(**changes) -> dict:
+    metrics = {key: 0.05 for key in peers.METRIC_KEYS}
+    return {"peer": "recbole", "dataset": "ml-100k", "seed": 2020, **metrics, "ndcg@10": 0.064,
+            "train_seconds": 1000.0, "threads": 1, "loadavg_before": [1.0, 1.0, 1.0], **changes}
+
+
+def test_parse_peer_line_takes_the_last_peer_line_among_logs():
+    old, new = peer_record(seed=1), peer_record()
+    text = "\n".join(["12 Nov 10:00 INFO epoch 0 training", json.dumps(old), "{not json", json.dumps({"x": 1}),
+                      json.dumps(new), ""])
+    assert bench.parse_peer_line(text, "log", "ml-100k") == new
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epoch 0\n{\"benchmark\": \"sasrec\"}\n", "no RecBole peer line"),
+    (json.dumps(peer_record(dataset="ml-1m")), "is for 'ml-1m'"),
+    (json.dumps({k: v for k, v in peer_record().items() if k != "mrr@10"}), "lacks \\['mrr@10'\\]"),
+])
+def test_parse_peer_line_errors(text, message):
+    with pytest.raises(ValueError, match=message):
+        bench.parse_peer_line(text, "peer.jsonl", "ml-100k")
+
+
+def test_compare_ratios():
+    ours = {"ndcg@10": 0.0672, "ndcg@5": 0.05, "mrr@10": 0.05, "recall@10": 0.1, "train_seconds": 200.0}
+    ratios = bench.compare(ours, peer_record())
+    assert ratios["ndcg@10_vs_recbole"] == 1.05 and ratios["recall@10_vs_recbole"] == 2.0
+    assert ratios["time_fraction_of_recbole"] == 0.2

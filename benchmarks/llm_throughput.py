@@ -4,8 +4,12 @@
     python benchmarks/llm_throughput.py --config config/lcrec/ml100k/lcrec.gin --steps 20   # the recipe's batches (GPU)
 
 Both paths train the same model (the config's LC-Rec over the bundled SmolLM2-135M and its
-semantic IDs, built first if missing) on the same examples, drawn in the same order, with the same
-AdamW; their steps alternate (old, new, new, old, ...) so that both see the same machine load:
+semantic IDs, built first if missing) on the same examples, drawn in the same order, with one AdamW
+state; their steps alternate (old, new, new, old, ...) so that both see the same machine load. By
+default (``--adamw as-run``) each path steps AdamW as it runs: the old path as ``fit`` did on this
+device before the fast path (foreach on a CPU), the new ones with the config's ``fit.fused_adamw``
+(the LC-Rec configs set it), so the speed-up is today's against before; ``--adamw foreach|fused``
+gives every path the same implementation, which isolates the batches and the loss.
 
 * ``old``: what LC-Rec did before the fast path: each batch rendered and tokenised when fetched,
   right-padded, and ``llm(..., labels=labels).loss`` (logits over the whole [B, L, V]).
@@ -146,6 +150,18 @@ def step_flops(model: LCRec, lengths: np.ndarray, labelled: int) -> float:
     return (4.0 * total + 2.0 * trainable) * tokens + attention + head
 
 
+def path_adamw(choice: str, path: str) -> str:
+    """The AdamW implementation a path steps with: ``as-run`` gives the old path what ``fit`` used on this
+    device before the fast path (fused on CUDA, foreach on a CPU) and the new paths what the config runs
+    (fused with ``fit.fused_adamw = True``, as the LC-Rec configs set; else fit's device default)."""
+    if choice != "as-run":
+        return choice if choice != "auto" else ("fused" if CUDA else "foreach")
+    if path == "old":
+        return "fused" if CUDA else "foreach"
+    configured = _bound("fit.fused_adamw", None)
+    return "fused" if configured or (configured is None and CUDA) else "foreach"
+
+
 def old_batch(model: LCRec, data: TaskData, rows: list[int]) -> dict:
     """Today's batch before the fast path: rendered, tokenised and padded when fetched."""
     instructions, responses = zip(*(data.example(i) for i in rows))
@@ -165,10 +181,10 @@ def run_mode(mode: str, args, exp, ids, batch_size: int, code_init: str, seed: i
     order = np.random.default_rng(seed).permutation(len(data))
     lengths_all = data.lengths()
     load_peak = _peak_mib()  # building the model and the data
-    adamw = args.adamw if args.adamw != "auto" else ("fused" if CUDA else "foreach")
-    options = {"fused": {"fused": True}, "foreach": {"foreach": True}, "single": {"foreach": False}}[adamw]
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, **options)
     paths = ["old", "new"] + (["new_gc"] if args.gradient_checkpointing and mode == "full" else [])
+    adamw = {path: path_adamw(args.adamw, path) for path in paths}
+    # one AdamW state for every path; each step runs the path's implementation (they share the state's layout)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     stats = {path: {"tokens": 0, "flops": 0.0, "wall": 0.0, "cpu": 0.0, "optimizer": 0.0, "peak_mib": 0.0,
                     "batch_tokens": 0}
              for path in paths}
@@ -186,6 +202,8 @@ def run_mode(mode: str, args, exp, ids, batch_size: int, code_init: str, seed: i
             wall, cpu = time.perf_counter(), time.process_time()
             batch = old_batch(model, data, rows) if path == "old" else data.__getitems__(rows)
             batch = {k: v.to(DEVICE) for k, v in batch.items()}
+            for group in optimizer.param_groups:
+                group["fused"], group["foreach"] = (True, False) if adamw[path] == "fused" else (None, adamw[path] == "foreach")
             with autocast:
                 loss = (model.llm(**batch, use_cache=False).loss if path == "old" else model(**batch)[1])
             loss.backward()
@@ -220,13 +238,14 @@ def run_mode(mode: str, args, exp, ids, batch_size: int, code_init: str, seed: i
                      "model_flops_per_second": s["flops"] / s["wall"],
                      "peak_step_mib": round(s["peak_mib"], 1)}
     for path in paths[1:]:
+        out[path]["adamw"] = adamw[path]
         out[f"{path}_speedup"] = round(out[path]["tokens_per_second"] / out["old"]["tokens_per_second"], 2)
         if not CUDA:
             out[f"{path}_cpu_speedup"] = round(out[path]["cpu_tokens_per_second"]
                                                / out["old"]["cpu_tokens_per_second"], 2)
     out["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     out["examples"] = len(data)
-    out["adamw"] = adamw
+    out["old"]["adamw"] = adamw["old"]
     out["load_peak_mib"] = round(load_peak, 1)
     out["process_peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     del model, optimizer, data
@@ -242,9 +261,11 @@ def main() -> None:
     parser.add_argument("--modes", default="full,lora", help="comma-separated: full, lora")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="also time new_gc (full)")
     parser.add_argument("--peak-size", type=int, default=8192 if CUDA else 2048, help="matmul size of the peak")
-    parser.add_argument("--adamw", default="auto", choices=["auto", "foreach", "fused", "single"],
-                        help="AdamW for every path: fused kernel, foreach (multi-tensor), or single (one tensor at a "
-                             "time, least temporary memory); auto: fused on GPU, foreach on CPU, as fit does")
+    parser.add_argument("--adamw", default="as-run", choices=["as-run", "auto", "foreach", "fused", "single"],
+                        help="AdamW: as-run (default): each path as it runs, the old one as fit did before the fast "
+                             "path, the new ones with the config's fit.fused_adamw; or one for every path: fused "
+                             "kernel, foreach (multi-tensor), single (one tensor at a time, least temporary memory), "
+                             "auto (fused on GPU, foreach on CPU, fit's device default)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 

@@ -22,12 +22,14 @@ other tolerance is allowed.
 Prints one JSON line to stdout (per check: id, command, each figure with its README values and where
 they are stated, the measured value and its rounding, pass/fail, wall seconds, load average before
 and after, torch threads) and exits 1 when a figure disagrees or a run fails. The trainers' progress
-goes to stderr; their stdout is kept in the run folder (deleted at the end unless ``--keep``).
+goes to stderr as it comes; their stdout goes to ``<work dir>/<id>.stdout`` beside the run folder
+(both deleted at the end unless ``--keep``).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import re
@@ -260,11 +262,15 @@ def run_check(check: dict, stated: list[list[dict]], work: Path, threads: int) -
     print(f"readme_figures: {check['id']}: {shlex.join(args)}", file=sys.stderr, flush=True)
     before = loadavg()
     start = time.perf_counter()
-    with tempfile.TemporaryFile() as stdout:
-        proc = subprocess.run(args, cwd=REPO, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True)
+    tail = collections.deque(maxlen=40)
+    with open(work / f"{check['id']}.stdout", "w") as stdout:
+        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr:  # the trainer's progress, passed on as it comes; the tail kept for errors
+            sys.stderr.write(line)
+            tail.append(line)
+        proc.wait()
     wall = round(time.perf_counter() - start, 1)
     after = loadavg()
-    sys.stderr.write(proc.stderr[-2000:])
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if proc.returncode == 0 and metrics_file.exists() else {}
     figures = judge(check, stated, metrics)
@@ -284,7 +290,7 @@ def run_check(check: dict, stated: list[list[dict]], work: Path, threads: int) -
         "torch": metrics.get("torch"),
     }
     if proc.returncode != 0:
-        result["error"] = f"exit {proc.returncode}: {proc.stderr.strip()[-1500:]}"
+        result["error"] = f"exit {proc.returncode}: {''.join(tail).strip()[-1500:]}"
     elif not metrics:
         result["error"] = f"no {metrics_file} after the run"
     verdict = "pass" if result["pass"] else "FAIL"

@@ -165,3 +165,26 @@ def test_bad_check_file_is_refused(tmp_path):
         {"metric": "test.ndcg@10", "anchors": [{"regex": "no group ([0-9]+) ([0-9]+)"}]}]}]}))
     with pytest.raises(rf.ReadmeError, match="exactly one capture group"):
         rf.load_checks(bad)
+
+
+FAKE_TRAINER = ("python -c \"import json, os, sys; d = sys.argv[sys.argv.index('--run-dir') + 1]; os.makedirs(d); "
+                "json.dump({'test': {'ndcg@10': 0.05621}, 'torch_threads': int(sys.argv[-1])}, "
+                "open(os.path.join(d, 'metrics.json'), 'w'))\"")
+
+
+@pytest.mark.parametrize("stated, code", [("0.0562", 0), ("0.0563", 1)])
+def test_end_to_end_with_a_fake_trainer(tmp_path, capsys, stated, code):
+    """The whole script on a stand-in command that writes a metrics.json: pass, and a mismatch exits 1."""
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# r\n\nRun `{FAKE_TRAINER}`: test NDCG@10 {stated}.\n")
+    checks = tmp_path / "checks.json"
+    checks.write_text(json.dumps({"checks": [{"id": "fake", "command": FAKE_TRAINER, "figures": [
+        {"metric": "test.ndcg@10", "anchors": [{"regex": r"test NDCG@10 ([0-9.]+)\."}]}]}]}))
+    work = tmp_path / "work"
+    assert rf.main(["--readme", str(readme), "--checks", str(checks), "--work-dir", str(work), "--threads", "2"]) == code
+    result = json.loads(capsys.readouterr().out)
+    [check] = result["checks"]
+    assert check["figures"][0]["readme"][0]["value"] == stated and check["figures"][0]["measured"] == 0.05621
+    assert check["pass"] is (code == 0) and result["failed"] == ([] if code == 0 else ["fake"])
+    assert check["torch_threads"] == 2 and check["load_average_before"] is not None
+    assert not work.exists()  # run folders are deleted without --keep

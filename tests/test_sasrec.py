@@ -48,6 +48,30 @@ def test_losses_and_errors():
         SASRec(num_items=5).score([np.array([], dtype=np.int64)])
 
 
+def test_recbole_switches_positions_and_padding_in_the_softmax():
+    torch.manual_seed(0)
+    oldest = SASRec(num_items=20, max_history=6, positions="oldest_first").eval()
+    latest = SASRec(num_items=20, max_history=6).eval()
+    latest.load_state_dict(oldest.state_dict())
+    # oldest-first numbering: the state after [3, 4] is the state at position 1 of [3, 4, 5, ...]
+    short, long = torch.tensor([[0, 0, 0, 0, 3, 4]]), torch.tensor([[0, 0, 3, 4, 5, 6]])
+    assert torch.allclose(oldest.encode(short)[0, -1], oldest.encode(long)[0, 3], atol=1e-6)
+    assert not torch.allclose(latest.encode(short)[0, -1], latest.encode(long)[0, 3], atol=1e-3)
+    # the padding item in the softmax: one more logit, its row's score (initialised and trained as RecBole does)
+    x, y = torch.tensor([[0, 1, 2, 3]]), torch.tensor([[-100, 2, 3, 4]])
+    plain = SASRec(num_items=5, max_history=4).eval()
+    padded = SASRec(num_items=5, max_history=4, softmax_padding=True).eval()
+    padded.load_state_dict(plain.state_dict())
+    hidden, without = plain(x, y)
+    _, with_padding = padded(x, y)
+    logits = plain.logits(hidden[0, 1:])
+    logits[:, 0] = hidden[0, 1:] @ plain.item_emb.weight[0]
+    assert torch.isclose(with_padding, torch.nn.functional.cross_entropy(logits, y[0, 1:]), atol=1e-6)
+    assert with_padding > without
+    with pytest.raises(ValueError, match="SASRec.positions"):
+        SASRec(num_items=5, positions="right")
+
+
 def test_follows_the_recommender_contract():
     torch.manual_seed(0)
     model = SASRec(num_items=6, max_history=4).eval()

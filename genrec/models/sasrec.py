@@ -12,8 +12,11 @@ Losses:
     TIGER paper by 48-83%, so generative models must be compared against this one.
   * ``bpr``: one uniformly sampled negative per position, ``-log sigmoid(s_pos - s_neg)``.
 
-Inputs are left-padded with item 0, so the most recent item is always at position L-1 and shares
-its positional embedding between training windows and evaluation histories.
+Inputs are left-padded with item 0. By default (``positions = "latest_last"``) the most recent item
+is always at position L-1 and shares its positional embedding between training windows and evaluation
+histories; ``"oldest_first"`` numbers positions from the oldest item in view, as RecBole does.
+``softmax_padding = True`` keeps the padding item in the training softmax, as RecBole does (its row is
+initialised like the others and trained through the output side only); scores never rank it.
 
 The model follows :class:`genrec.models.base.Recommender`: ``score(histories)`` scores every item
 after each history (users are not modelled, ``users`` is ignored). ``save_pretrained(folder)`` writes
@@ -75,16 +78,21 @@ class SASRec(ItemTableModel):
         dropout: dropout on embeddings, attention output and feed-forward output.
         attn_dropout: dropout on attention weights.
         loss: ``"ce"`` (full softmax) or ``"bpr"`` (one sampled negative per position).
+        positions: ``"latest_last"`` (the most recent item at position L-1) or ``"oldest_first"`` (the
+            oldest item in view at position 0: RecBole's numbering).
+        softmax_padding: include the padding item in the ``ce`` softmax (RecBole); default: excluded.
     """
 
     weights_file = WEIGHTS
 
     def __init__(self, num_items: int, max_history: int = 50, hidden_size: int = 64, num_layers: int = 2,
                  num_heads: int = 2, inner_size: int = 256, dropout: float = 0.2, attn_dropout: float = 0.2,
-                 loss: str = "ce"):
+                 loss: str = "ce", positions: str = "latest_last", softmax_padding: bool = False):
         super().__init__()
         if loss not in ("ce", "bpr"):
             raise ValueError(f"unknown SASRec.loss {loss!r}; use 'ce' (full softmax) or 'bpr'")
+        if positions not in ("latest_last", "oldest_first"):
+            raise ValueError(f"unknown SASRec.positions {positions!r}; use 'latest_last' or 'oldest_first'")
         sizes = {"max_history": max_history, "hidden_size": hidden_size, "num_layers": num_layers,
                  "num_heads": num_heads, "inner_size": inner_size}
         for name, value in sizes.items():
@@ -96,7 +104,8 @@ class SASRec(ItemTableModel):
         self.num_items, self.max_history, self.loss_type = num_items, max_history, loss
         self.settings = {"num_items": num_items, "max_history": max_history, "hidden_size": hidden_size,
                          "num_layers": num_layers, "num_heads": num_heads, "inner_size": inner_size,
-                         "dropout": dropout, "attn_dropout": attn_dropout, "loss": loss}
+                         "dropout": dropout, "attn_dropout": attn_dropout, "loss": loss, "positions": positions,
+                         "softmax_padding": softmax_padding}
         self.item_emb = nn.Embedding(num_items + 1, hidden_size, padding_idx=0)
         self.pos_emb = nn.Embedding(max_history, hidden_size)
         self.ln = nn.LayerNorm(hidden_size, eps=1e-12)
@@ -118,10 +127,13 @@ class SASRec(ItemTableModel):
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Hidden states [B, L, D] for left-padded item ids [B, L] (L <= max_history)."""
         B, L = input_ids.shape
-        positions = torch.arange(self.max_history - L, self.max_history, device=input_ids.device)
-        h = self.drop(self.ln(self.item_emb(input_ids) + self.pos_emb(positions)))
         real = input_ids > 0
         idx = torch.arange(L, device=input_ids.device)
+        if self.settings["positions"] == "oldest_first":
+            positions = (idx[None, :] - (~real).sum(1, keepdim=True)).clamp(min=0)  # [B, L]
+        else:
+            positions = idx + self.max_history - L  # [L]
+        h = self.drop(self.ln(self.item_emb(input_ids) + self.pos_emb(positions)))
         causal = idx[None, :] <= idx[:, None]  # [L(query), L(key)]
         # A query sees earlier real items and always itself, so padded rows never attend to nothing.
         allowed = (causal[None] & (real[:, None, :] | torch.eye(L, dtype=torch.bool, device=h.device)))[:, None]
@@ -141,7 +153,8 @@ class SASRec(ItemTableModel):
         keep = labels != -100
         h, target = hidden[keep], labels[keep]
         if self.loss_type == "ce":
-            return hidden, F.cross_entropy(self.logits(h), target)
+            logits = h @ self.item_emb.weight.T if self.settings["softmax_padding"] else self.logits(h)
+            return hidden, F.cross_entropy(logits, target)
         negatives = torch.randint(1, self.num_items + 1, target.shape, device=target.device)
         pos = (h * self.item_emb(target)).sum(-1)
         neg = (h * self.item_emb(negatives)).sum(-1)

@@ -14,9 +14,10 @@ prefix and takes one loss per prefix; we take a loss at every position of all-po
 The peer is RecBole 1.2.1's SASRec run by ``benchmarks/peers/recbole_sasrec.py`` in its own
 virtualenv (its pinned dependencies conflict with ours): ``--run-peer`` runs it first in this
 invocation (same machine, same thread count), ``--peer-json FILE`` reads the JSON line it printed
-earlier. Either way the output holds the peer's line under ``"recbole"``, the ratios of ours to it, and
-beside each timing the torch thread count and ``/proc/loadavg`` before and after. The most-popular
-baseline is measured in the same run.
+earlier. ``--split-dataset recbole:DIR`` trains and scores ours on RecBole's exact split, written by
+the peer's ``--split-out DIR``. With a peer, the output holds its line under ``"recbole"`` and the
+ratios of ours to it; beside each timing stand the torch thread count and ``/proc/loadavg`` before and
+after. The most-popular baseline is measured in the same run.
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ def main() -> None:
     peer_source.add_argument("--peer-json", default=None, help="a file holding the peer's JSON line")
     peer_source.add_argument("--run-peer", action="store_true", help="run the RecBole peer first, in this invocation")
     parser.add_argument("--peer-epochs", type=int, default=None, help="cap the peer's epochs (smoke runs)")
+    parser.add_argument("--split-dataset", default=None,
+                        help="train and score ours on this dataset instead, e.g. recbole:DIR written by the peer's "
+                             "--split-out DIR (RecBole's exact split); the gin file's other settings stay")
     args = parser.parse_args()
 
     peer = None
@@ -122,7 +126,8 @@ def main() -> None:
         except (OSError, ValueError) as error:
             sys.exit(f"sasrec benchmark: {error}")
         if peer["seed"] != args.seed:
-            sys.exit(f"sasrec benchmark: {args.peer_json} holds the peer's seed {peer['seed']}, not --seed {args.seed}; "
+            sys.exit(f"sasrec benchmark: {args.peer_json} holds the peer's seed {peer['seed']}, "
+                     f"not --seed {args.seed}; "
                      f"pass --seed {peer['seed']} or run the peer with --seed {args.seed}")
     elif args.run_peer:
         peer = run_peer(args.dataset, args.seed, args.peer_epochs, args.threads)
@@ -130,19 +135,21 @@ def main() -> None:
     run_dir = args.run_dir or tempfile.mkdtemp(prefix=f"sasrec-{args.dataset}-")
     os.chdir(REPO)
     torch.set_num_threads(args.threads)
+    data = [f"experiment.dataset = {args.split_dataset!r}"] if args.split_dataset else []
     parse_gin([CONFIGS[args.dataset]], [f"train_sasrec.run_dir = {run_dir!r}", f"train_sasrec.seed = {args.seed}",
-                                        *args.gin])
+                                        *data, *args.gin])
     before = loadavg()
     metrics = train_sasrec()
     after = loadavg()
 
-    parse_gin([], [f"experiment.dataset = {args.dataset!r}"])
+    parse_gin([], [f"experiment.dataset = {args.split_dataset or args.dataset!r}"])
     exp = experiment()
     pop = MostPopular(exp.split.train, exp.num_items)
     popular = exp.evaluators["test"](lambda users, histories: pop.score(histories))
 
     out = {
-        "benchmark": "sasrec", "dataset": args.dataset, "split": metrics["split"], "protocol": metrics["protocol"],
+        "benchmark": "sasrec", "dataset": args.dataset, "split_dataset": args.split_dataset,
+        "split": metrics["split"], "protocol": metrics["protocol"],
         "seed": metrics["seed"], "fingerprint": metrics["fingerprint"],
         **{k: round(metrics["test"][k], 4) for k in KEYS},
         "valid_ndcg@10": round(metrics["valid"]["ndcg@10"], 4),

@@ -98,3 +98,23 @@ def test_compare_ratios():
     ratios = bench.compare(ours, peer_record())
     assert ratios["ndcg@10_vs_recbole"] == 1.05 and ratios["recall@10_vs_recbole"] == 2.0
     assert ratios["time_fraction_of_recbole"] == 0.2
+
+
+def test_exported_split_is_genrec_leave_one_out(tmp_path):
+    from genrec.data.datasets import load_dataset
+
+    # RecBole's order can differ from file order (float32 ties): "b" before "a" for user u1.
+    split = {"u1": {"train": ["b", "a", "c"], "valid": "a", "test": "d"},
+             "u2": {"train": ["d"], "valid": "b", "test": "c"}}
+    path = peers.split_to_inter(split, tmp_path / "ml-100k-recbole")
+    assert path == tmp_path / "ml-100k-recbole" / "ml-100k-recbole.inter"
+    interactions, _ = load_dataset(f"recbole:{path.parent}")
+    loo = interactions.split("loo")
+    items = interactions.item_ids
+    back = {interactions.user_ids[user]: {"train": [items[i] for i in loo.train[user]]}
+            for user in range(interactions.num_users)}
+    for which in ("valid", "test"):
+        rows = getattr(loo, which)
+        for user, target in zip(rows.users, rows.targets):
+            back[interactions.user_ids[user]][which] = items[target]
+    assert back == split

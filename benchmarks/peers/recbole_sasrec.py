@@ -30,9 +30,11 @@ What it does:
    thread count, ``/proc/loadavg`` before and after, and the RecBole and torch versions.
    ``benchmarks/sasrec.py --peer-json FILE`` reads that line (or ``--run-peer`` runs this script).
 
-With ``--split-out FILE`` the split RecBole evaluated on is written as JSON (user token ->
-``{"train": [item tokens], "valid": item, "test": item}``), so genrec's model can be scored on exactly
-RecBole's split.
+With ``--split-out DIR`` the split RecBole evaluated on (after its float32 timestamps and its sort) is
+written to ``DIR/split.json`` (user token -> ``{"train": [item tokens], "valid": item, "test": item}``)
+and as a genrec dataset ``DIR/<DIR name>.inter`` whose timestamps are each user's positions in that
+order, so genrec's leave-one-out split of ``experiment.dataset = "recbole:DIR"`` is RecBole's split
+exactly (:func:`split_to_inter`); e.g. ``benchmarks/sasrec.py --gin 'experiment.dataset = "recbole:DIR"'``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
@@ -137,7 +141,8 @@ def write_recbole_inter(log: InteractionLog, folder: Path) -> Path:
         if bad is not None:
             raise ValueError(f"{log.name}: {kind} id {bad!r} holds a tab, newline or double quote, which RecBole's "
                              "atomic reader cannot read; map the ids first")
-    header = ["user_id:token", "item_id:token"] + (["rating:float"] if log.ratings is not None else []) + ["timestamp:float"]
+    rating = ["rating:float"] if log.ratings is not None else []
+    header = ["user_id:token", "item_id:token", *rating, "timestamp:float"]
     rows = ["\t".join(header)]
     for row, (user, item) in enumerate(zip(log.users, log.items, strict=True)):
         fields = [user, item] + ([atomic_number(log.ratings[row])] if log.ratings is not None else [])
@@ -148,6 +153,23 @@ def write_recbole_inter(log: InteractionLog, folder: Path) -> Path:
     tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def split_to_inter(split: dict[str, dict], folder: Path) -> Path:
+    """Write an exported RecBole split as ``<folder>/<folder name>.inter`` that genrec splits the same way.
+
+    Each user's rows are its training items, then its valid item, then its test item, with timestamps
+    0, 1, 2, ... in that order, so leave-one-out by time (valid = second-last, test = last) returns
+    RecBole's split. No rating column: every interaction is kept.
+    """
+    users, items, stamps = [], [], []
+    for user, rows in split.items():
+        sequence = [*rows["train"], rows["valid"], rows["test"]]
+        users += [user] * len(sequence)
+        items += sequence
+        stamps += range(len(sequence))
+    log = InteractionLog(folder.name, users, items, np.asarray(stamps, dtype=np.float64))
+    return write_recbole_inter(log, folder.parent)
 
 
 def loadavg() -> list[float] | None:
@@ -169,7 +191,8 @@ def run_peer(dataset: str, seed: int = 2020, epochs: int | None = None, threads:
         command = [str(python), str(RUNNER), "--dataset", dataset, "--data-path", str(work / "data"),
                    "--work-dir", str(work), "--config", json.dumps(config), "--threads", str(threads)]
         if split_out:
-            command += ["--split-out", str(Path(split_out).resolve())]
+            Path(split_out).mkdir(parents=True, exist_ok=True)
+            command += ["--split-out", str(Path(split_out).resolve() / "split.json")]
         env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         before, start = loadavg(), time.perf_counter()
@@ -190,12 +213,14 @@ def run_peer(dataset: str, seed: int = 2020, epochs: int | None = None, threads:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     test = result.pop("test")
+    if split_out:
+        split_to_inter(json.loads((Path(split_out) / "split.json").read_text()), Path(split_out).resolve())
     return {
         "peer": "recbole", "model": "SASRec", "dataset": dataset, "seed": seed,
         **{key: test[key] for key in METRIC_KEYS},
         **result, "max_epochs": config["epochs"], "wall_seconds": round(time.perf_counter() - start, 2),
         "loadavg_before": before, "loadavg_after": loadavg(), "requirements": list(REQUIREMENTS),
-        "config": config, **({"split_file": str(Path(split_out).resolve())} if split_out else {}),
+        "config": config, **({"split_dataset": f"recbole:{Path(split_out).resolve()}"} if split_out else {}),
     }
 
 
@@ -205,7 +230,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--epochs", type=int, default=None, help="cap on training epochs (smoke runs); default 300")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in RecBole's process")
-    parser.add_argument("--split-out", default=None, help="write RecBole's train/valid/test split here (JSON)")
+    parser.add_argument("--split-out", default=None,
+                        help="write RecBole's split into this folder (split.json + a genrec-readable .inter)")
     parser.add_argument("--venv", type=Path, default=None, help=f"virtualenv folder; default {default_venv()}")
     parser.add_argument("--install-only", action="store_true", help="build the virtualenv and exit")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")

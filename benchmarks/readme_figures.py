@@ -311,7 +311,7 @@ def listing(checks: list[dict], found: list[list[list[dict]]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="+", action="extend", default=[], metavar="ID", help="run only these checks")
+    parser.add_argument("--only", nargs="+", action="extend", default=[], metavar="ID", help="run only these checks (slow ones included when named)")
     parser.add_argument("--slow", action="store_true", help="include the checks marked slow")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for every trainer (default 1)")
     parser.add_argument("--list", action="store_true", help="print the checks and their README figures, run nothing")

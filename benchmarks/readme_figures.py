@@ -135,7 +135,8 @@ def leading_number(cell: str, where: str) -> str:
 def find_table_cell(text: str, anchor: dict) -> tuple[str, int]:
     """(number, 1-based line) of the table cell named by ``anchor`` (``table_row``, ``column``, ``section``)."""
     offset, lines = section_lines(text, anchor["section"]) if anchor.get("section") else (0, text.splitlines())
-    label = f"README.md{' ' + repr(anchor['section']) if anchor.get('section') else ''}: table row {anchor['table_row']!r}"
+    in_section = f" {anchor['section']!r}" if anchor.get("section") else ""
+    label = f"README.md{in_section}: table row {anchor['table_row']!r}"
     rows = [index for index, line in enumerate(lines)
             if line.lstrip().startswith("|") and cells(line)[0] == anchor["table_row"]]
     if len(rows) != 1:
@@ -211,7 +212,8 @@ def judge(check: dict, stated: list[list[dict]], metrics: dict) -> list[dict]:
             "metric": figure["metric"],
             "readme": places,
             "measured": measured,
-            "measured_rounded": None if measured is None else sorted({rounded_as(measured, p["value"]) for p in places}),
+            "measured_rounded": None if measured is None else sorted({rounded_as(measured, p["value"])
+                                                                      for p in places}),
             "pass": all(agrees(measured, place["value"]) for place in places),
         })
     return figures
@@ -231,7 +233,8 @@ def resolve(checks: list[dict], text: str) -> list[list[list[dict]]]:
         try:
             found.append([[find_figure(text, anchor) for anchor in figure["anchors"]] for figure in check["figures"]])
         except ReadmeError as err:
-            raise ReadmeError(f"check {check['id']!r}: {err}; update the anchor in benchmarks/readme_figures.json") from None
+            raise ReadmeError(f"check {check['id']!r}: {err}; "
+                              "update the anchor in benchmarks/readme_figures.json") from None
     return found
 
 
@@ -311,7 +314,8 @@ def listing(checks: list[dict], found: list[list[list[dict]]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="+", action="extend", default=[], metavar="ID", help="run only these checks (slow ones included when named)")
+    parser.add_argument("--only", nargs="+", action="extend", default=[], metavar="ID",
+                        help="run only these checks (slow ones included when named)")
     parser.add_argument("--slow", action="store_true", help="include the checks marked slow")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for every trainer (default 1)")
     parser.add_argument("--list", action="store_true", help="print the checks and their README figures, run nothing")

@@ -17,7 +17,8 @@ What it does:
    file ``<name>.inter`` (``user_id:token item_id:token rating:float timestamp:float``, one row per
    interaction in file order) into a temporary work folder. The dataset keeps its name, so RecBole's
    own dataset properties apply (ml-100k: ``normalize_all`` scales timestamps into float32 [0, 1], which
-   creates ties; ml-1m has no properties file, so raw timestamps are read as float32).
+   creates ties; ml-1m has no properties file, so raw timestamps are read as float32; ``load_col`` is
+   set to the file's columns, since RecBole's default loads only ``user_id`` and ``item_id``).
 3. **Run.** ``recbole_runner.py`` runs under the venv's interpreter with :data:`RECBOLE_CONFIG` (the
    hyperparameters of ``config/sasrec/ml100k.gin``: max length 50, hidden 64, inner 256, 2 layers,
    2 heads, dropout 0.2/0.2, GELU, CE loss over all items, lr 0.001; RecBole's batches of 256
@@ -186,8 +187,12 @@ def run_peer(dataset: str, seed: int = 2020, epochs: int | None = None, threads:
     python = ensure_venv(venv or default_venv())
     work = Path(tempfile.mkdtemp(prefix=f"recbole-{dataset}-"))
     try:
-        write_recbole_inter(read_log(dataset, assets.data_dir()), work / "data")
-        config = {**RECBOLE_CONFIG, "seed": seed, **({"epochs": epochs} if epochs else {})}
+        log = read_log(dataset, assets.data_dir())
+        write_recbole_inter(log, work / "data")
+        # RecBole loads only user_id and item_id of datasets without a properties file (ml-1m): name the columns.
+        columns = ["user_id", "item_id", *(["rating"] if log.ratings is not None else []), "timestamp"]
+        config = {**RECBOLE_CONFIG, "load_col": {"inter": columns}, "seed": seed,
+                  **({"epochs": epochs} if epochs else {})}
         command = [str(python), str(RUNNER), "--dataset", dataset, "--data-path", str(work / "data"),
                    "--work-dir", str(work), "--config", json.dumps(config), "--threads", str(threads)]
         if split_out:

@@ -27,8 +27,9 @@ What it does:
    patched in the runner process only (torch >= 2.6 refuses RecBole's pickled checkpoint otherwise).
 4. **Result.** One JSON line on stdout (RecBole's log goes to stderr): test NDCG/Recall/MRR @5/10/20,
    best valid NDCG@10, epochs, ``train_seconds`` (training epochs only, validation excluded, as
-   genrec's ``train_seconds``), ``fit_seconds`` (RecBole's ``fit`` including validation), the torch
-   thread count, ``/proc/loadavg`` before and after, and the RecBole and torch versions.
+   genrec's ``train_seconds``), ``train_cpu_seconds`` (the same epochs in CPU seconds of RecBole's
+   process), ``fit_seconds`` (RecBole's ``fit`` including validation), the torch thread count,
+   ``/proc/loadavg`` before and after, and the RecBole and torch versions.
    ``benchmarks/sasrec.py --peer-json FILE`` reads that line (or ``--run-peer`` runs this script).
 
 With ``--split-out DIR`` the split RecBole evaluated on (after its float32 timestamps and its sort) is

@@ -20,7 +20,7 @@ from interrupt import kill_at_first_checkpoint  # tests/interrupt.py
 REPO = Path(__file__).resolve().parents[1]
 # explicit, so that gin bindings a test parsed (config/tiger/ml100k.gin binds the encoder) change nothing
 TINY = dict(num_layers=1, num_decoder_layers=1, d_model=32, num_heads=2, d_kv=16, d_ff=64, user_buckets=10,
-            encoder_input="codes", encoder_attention="bidirectional")
+            encoder_input="codes", encoder_attention="bidirectional", item_input=False, dropout=0.1)
 N = 40
 
 

@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(CONFIGS), default="ml-100k")
     parser.add_argument("--seed", type=int, default=2020, help="ours and the peer's (train_sasrec.seed)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, ours and the peer's")
+    parser.add_argument("--config", default=None, help="gin file for ours; default config/sasrec/<dataset>.gin")
     parser.add_argument("--gin", action="append", default=[], help="extra binding (repeatable)")
     parser.add_argument("--run-dir", default=None, help="default: a fresh temporary folder")
     peer_source = parser.add_mutually_exclusive_group()
@@ -138,8 +139,8 @@ def main() -> None:
     os.chdir(REPO)
     torch.set_num_threads(args.threads)
     data = [f"experiment.dataset = {args.split_dataset!r}"] if args.split_dataset else []
-    parse_gin([CONFIGS[args.dataset]], [f"train_sasrec.run_dir = {run_dir!r}", f"train_sasrec.seed = {args.seed}",
-                                        *data, *args.gin])
+    bindings = [f"train_sasrec.run_dir = {run_dir!r}", f"train_sasrec.seed = {args.seed}", *data, *args.gin]
+    parse_gin([args.config or CONFIGS[args.dataset]], bindings)
     before, cpu = loadavg(), time.process_time()
     metrics = train_sasrec()
     cpu, after = time.process_time() - cpu, loadavg()
@@ -160,11 +161,12 @@ def main() -> None:
         "cpu_seconds": round(cpu, 2),  # this process, the whole train_sasrec call (data, training, validation, test)
         "threads": torch.get_num_threads(), "loadavg_before": before, "loadavg_after": after,
         "peak_rss_mib": metrics["peak_rss_mib"], "most_popular_ndcg@10": round(popular["ndcg@10"], 4),
-        "bindings": args.gin,
+        "config": args.config or CONFIGS[args.dataset], "bindings": args.gin,
     }
     if peer is not None:
         out["recbole"] = peer
         out["recbole_source"] = args.peer_json or "run in this invocation"
+        out["same_seed_as_recbole"] = peer["seed"] == metrics["seed"]
         out.update(compare(out, peer))
     print(json.dumps(out))
 

@@ -51,6 +51,8 @@ def timed_trainer(trainer, record: dict) -> None:
         out = train_epoch(*args, **kwargs)
         record["epoch_seconds"].append(round(time.perf_counter() - start, 2))
         record["epoch_cpu_seconds"].append(round(time.process_time() - cpu, 2))
+        print(f"[peer] training epoch {len(record['epoch_seconds']) - 1}: {record['epoch_seconds'][-1]} s wall, "
+              f"{record['epoch_cpu_seconds'][-1]} s CPU, loadavg {open('/proc/loadavg').read().split()[:3]}", flush=True)
         return out
 
     def valid(*args, **kwargs):

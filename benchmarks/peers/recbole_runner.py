@@ -3,7 +3,8 @@
 This file runs under the peer environment's interpreter (RecBole 1.2.1 and its pins), so it imports
 nothing from genrec. It reads the atomic files that ``recbole_sasrec.py`` wrote, trains and evaluates
 RecBole's own SASRec with the configuration given as JSON on the command line, and prints one line
-``RECBOLE_RESULT {...}`` on stdout (RecBole's own log goes to stdout too, line by line).
+``RECBOLE_RESULT {...}`` on stdout (RecBole's own log goes to stdout too, line by line); with
+``--split-out`` also ``RECBOLE_SPLIT <file>`` once the split is written, before training.
 
 Two things are changed in RecBole's process, neither in its files:
 
@@ -51,8 +52,9 @@ def timed_trainer(trainer, record: dict) -> None:
         out = train_epoch(*args, **kwargs)
         record["epoch_seconds"].append(round(time.perf_counter() - start, 2))
         record["epoch_cpu_seconds"].append(round(time.process_time() - cpu, 2))
+        load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None
         print(f"[peer] training epoch {len(record['epoch_seconds']) - 1}: {record['epoch_seconds'][-1]} s wall, "
-              f"{record['epoch_cpu_seconds'][-1]} s CPU, loadavg {open('/proc/loadavg').read().split()[:3]}", flush=True)
+              f"{record['epoch_cpu_seconds'][-1]} s CPU, loadavg {load}", flush=True)
         return out
 
     def valid(*args, **kwargs):
@@ -126,6 +128,7 @@ def main() -> None:
     train_data, valid_data, test_data = data_preparation(config, dataset)
     if args.split_out:
         export_split(dataset, train_data, valid_data, test_data, Path(args.split_out))
+        print(f"RECBOLE_SPLIT {args.split_out}", flush=True)  # the caller converts it before training starts
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = SASRec(config, train_data.dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)

@@ -68,6 +68,7 @@ REQUIREMENTS = (f"recbole=={RECBOLE_VERSION}", "numpy<2", "setuptools<81", "pand
 DATASETS = ("ml-100k", "ml-1m")
 RUNNER = Path(__file__).with_name("recbole_runner.py")
 RESULT_PREFIX = "RECBOLE_RESULT "
+SPLIT_PREFIX = "RECBOLE_SPLIT "
 # RecBole names for the hyperparameters of config/sasrec/ml100k.gin (ml1m.gin includes it).
 RECBOLE_CONFIG = {
     "MAX_ITEM_LIST_LENGTH": 50, "hidden_size": 64, "inner_size": 256, "n_layers": 2, "n_heads": 2,
@@ -207,6 +208,10 @@ def run_peer(dataset: str, seed: int = 2020, epochs: int | None = None, threads:
             for line in proc.stdout:
                 if line.startswith(RESULT_PREFIX):
                     result = json.loads(line[len(RESULT_PREFIX):])
+                elif line.startswith(SPLIT_PREFIX):  # written before training: usable even if the run is cut short
+                    split_to_inter(json.loads(Path(line[len(SPLIT_PREFIX):].strip()).read_text()),
+                                   Path(split_out).resolve())
+                    print(f"[peer] RecBole's split written to {split_out}", file=sys.stderr, flush=True)
                 else:
                     print(line, end="", file=sys.stderr, flush=True)
         if proc.returncode != 0 or result is None:
@@ -219,8 +224,6 @@ def run_peer(dataset: str, seed: int = 2020, epochs: int | None = None, threads:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     test = result.pop("test")
-    if split_out:
-        split_to_inter(json.loads((Path(split_out) / "split.json").read_text()), Path(split_out).resolve())
     return {
         "peer": "recbole", "model": "SASRec", "dataset": dataset, "seed": seed,
         **{key: test[key] for key in METRIC_KEYS},

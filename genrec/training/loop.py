@@ -198,10 +198,11 @@ def fit(
         The dictionary written to ``metrics.json``.
     """
     run_dir = Path(run_dir)
-    check_fit_settings(max_epochs=max_epochs, max_steps=max_steps, max_train_seconds=max_train_seconds, batch_size=batch_size,
-                    learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
-                    grad_accum_steps=grad_accum_steps, eval_every_epochs=eval_every_epochs, eval_every_steps=eval_every_steps,
-                    patience=patience, mode=mode, log_every_steps=log_every_steps, num_workers=num_workers)
+    check_fit_settings(max_epochs=max_epochs, max_steps=max_steps, max_train_seconds=max_train_seconds,
+                       batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,
+                       warmup_steps=warmup_steps, grad_clip=grad_clip, grad_accum_steps=grad_accum_steps,
+                       eval_every_epochs=eval_every_epochs, eval_every_steps=eval_every_steps, patience=patience,
+                       mode=mode, log_every_steps=log_every_steps, num_workers=num_workers)
     check_tracker(log_with)
     # accelerate keeps one precision per process; each fit chooses its own (the process group stays).
     AcceleratorState._reset_state()

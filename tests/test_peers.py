@@ -4,9 +4,7 @@ No network and no virtualenv: the converter writes a tiny hand-made log, read ba
 RecBole reader; the parser reads hand-written lines.
 """
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +12,9 @@ import pytest
 
 from genrec.data.readers import InteractionLog, read_recbole
 
+from scripts import load_script  # tests/scripts.py
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str, path: str):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
 
 
 peers = load_script("recbole_sasrec_peer", "benchmarks/peers/recbole_sasrec.py")

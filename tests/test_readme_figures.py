@@ -4,23 +4,15 @@ No training: the figures' runs are the script's job; here the README parsing and
 are checked on the real README and on small hand-written ones.
 """
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
+from scripts import load_script  # tests/scripts.py
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str, path: str):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
 
 
 rf = load_script("readme_figures", "benchmarks/readme_figures.py")

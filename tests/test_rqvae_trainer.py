@@ -103,6 +103,7 @@ def test_shipped_configs_are_the_expected_ones():
         "amazon.gin",
         "amazon_instruments.gin",
         "ml100k.gin",
+        "ml100k_collab.gin",
         "ml100k_debug.gin",
         "ml1m.gin",
     ]

@@ -249,21 +249,13 @@ def command_line(command: str, run_dir: Path, threads: int) -> list[str]:
     return args
 
 
-def loadavg() -> list[float] | None:
-    """The 1, 5 and 15 minute load averages from ``/proc/loadavg``, or None where there is none."""
-    try:
-        return [float(value) for value in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return None
-
-
 def run_check(check: dict, stated: list[list[dict]], work: Path, threads: int) -> dict:
     """Runs one check's command into ``work/<id>`` and compares its metrics.json with the README."""
     run_dir = work / check["id"]
     args = command_line(check["command"], run_dir, threads)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     print(f"readme_figures: {check['id']}: {shlex.join(args)}", file=sys.stderr, flush=True)
-    before = loadavg()
+    before = [round(x, 2) for x in os.getloadavg()]
     start = time.perf_counter()
     tail = collections.deque(maxlen=40)
     with open(work / f"{check['id']}.stdout", "w") as stdout:
@@ -273,7 +265,7 @@ def run_check(check: dict, stated: list[list[dict]], work: Path, threads: int) -
             tail.append(line)
         proc.wait()
     wall = round(time.perf_counter() - start, 1)
-    after = loadavg()
+    after = [round(x, 2) for x in os.getloadavg()]
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if proc.returncode == 0 and metrics_file.exists() else {}
     figures = judge(check, stated, metrics)

@@ -48,14 +48,6 @@ KEYS = ("ndcg@10", "recall@10", "mrr@10", "recall@5", "recall@20", "ndcg@5", "nd
 RATIO_KEYS = ("ndcg@10", "ndcg@5", "mrr@10", "recall@10")
 
 
-def loadavg() -> list[float] | None:
-    """The 1, 5 and 15 minute load averages from ``/proc/loadavg``, or None where there is none."""
-    try:
-        return [float(value) for value in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return None
-
-
 def parse_peer_line(text: str, source: str, dataset: str | None = None) -> dict:
     """The last peer JSON line (``{"peer": "recbole", ...}``) in ``text``, checked against ``dataset``.
 
@@ -141,9 +133,9 @@ def main() -> None:
     data = [f"experiment.dataset = {args.split_dataset!r}"] if args.split_dataset else []
     bindings = [f"train_sasrec.run_dir = {run_dir!r}", f"train_sasrec.seed = {args.seed}", *data, *args.gin]
     parse_gin([args.config or CONFIGS[args.dataset]], bindings)
-    before, cpu = loadavg(), time.process_time()
+    before, cpu = [round(x, 2) for x in os.getloadavg()], time.process_time()
     metrics = train_sasrec()
-    cpu, after = time.process_time() - cpu, loadavg()
+    cpu, after = time.process_time() - cpu, [round(x, 2) for x in os.getloadavg()]
 
     parse_gin([], [f"experiment.dataset = {args.split_dataset or args.dataset!r}"])
     exp = experiment()

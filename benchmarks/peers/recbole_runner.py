@@ -52,7 +52,7 @@ def timed_trainer(trainer, record: dict) -> None:
         out = train_epoch(*args, **kwargs)
         record["epoch_seconds"].append(round(time.perf_counter() - start, 2))
         record["epoch_cpu_seconds"].append(round(time.process_time() - cpu, 2))
-        load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None
+        load = [round(x, 2) for x in os.getloadavg()]
         print(f"[peer] training epoch {len(record['epoch_seconds']) - 1}: {record['epoch_seconds'][-1]} s wall, "
               f"{record['epoch_cpu_seconds'][-1]} s CPU, loadavg {load}", flush=True)
         return out

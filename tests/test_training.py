@@ -275,3 +275,80 @@ def test_fused_adamw_trains_on_a_cpu_too(tmp_path):
     reference = _fit(tmp_path / "ref", max_epochs=2)
     fused = _fit(tmp_path / "fused", max_epochs=2, fused_adamw=True)
     assert fused["valid"]["neg_mse"] == pytest.approx(reference["valid"]["neg_mse"], rel=1e-3, abs=1e-4)
+
+
+def test_test_curve_evaluates_test_after_each_validation_without_selecting_on_it(tmp_path):
+    calls = []
+
+    def evaluate(model, which, accelerator):
+        calls.append(which)
+        return _evaluate(model, which, accelerator)
+
+    gin.clear_config()
+    torch.manual_seed(0)
+    result = fit(_Regressor(), _data(), evaluate, run_dir=tmp_path / "run", info={}, seed=1, batch_size=8,
+                 learning_rate=0.05, metric="neg_mse", max_epochs=3, test_curve=True)
+    assert calls == ["valid", "test"] * 3 + ["test"]
+    assert [point["epoch"] for point in result["test_curve"]] == [1, 2, 3]
+    assert result["steps_per_epoch"] == 8 and all(point["test"]["which"] == "test" for point in result["test_curve"])
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert sum("test_curve" in r for r in records) == 3
+    assert "test_curve" not in _fit(tmp_path / "plain", max_epochs=1)
+
+
+class _Block(torch.nn.Module):  # a class of our own: dynamo does not compile torch.nn's own modules as a frame
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+
+    def forward(self, h):
+        return torch.nn.functional.gelu(self.lin(h))
+
+
+class _Stack(torch.nn.Module):
+    """Three identical blocks between an input and an output layer (what fit.compile = 'blocks' compiles)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = torch.nn.Linear(3, 8)
+        self.blocks = torch.nn.ModuleList(_Block() for _ in range(3))
+        self.out = torch.nn.Linear(8, 1)
+
+    def forward(self, x, y):
+        h = self.inp(x)
+        for block in self.blocks:
+            h = h + block(h)
+        pred = self.out(h).squeeze(-1)
+        return pred, ((pred - y) ** 2).mean()
+
+
+_COMPILING: list[bool] = []  # torch.compiler.is_compiling() as each _Block call saw it
+
+
+def _evaluate_stack(model, which, accelerator):
+    before = len(_COMPILING)
+    x = torch.linspace(-1, 1, 30).reshape(10, 3)
+    loss = model(x, x @ torch.tensor([1.0, -2.0, 0.5]))[1].item()
+    assert not any(_COMPILING[before:])  # evaluation runs the blocks eagerly
+    return {"neg_mse": -loss}
+
+
+def test_compiled_blocks_train_like_eager(tmp_path, monkeypatch):
+    from genrec.training.compiling import repeated_blocks
+
+    stack = _Stack()
+    assert repeated_blocks(stack) is stack.blocks
+    monkeypatch.setattr(_Block, "forward", lambda self, h: (_COMPILING.append(torch.compiler.is_compiling()),
+                                                            torch.nn.functional.gelu(self.lin(h)))[1])
+    results = {}
+    for mode in (False, "blocks"):
+        gin.clear_config()
+        torch.manual_seed(0)
+        results[mode] = fit(_Stack(), _data(), _evaluate_stack, run_dir=tmp_path / str(mode), info={}, seed=1,
+                            batch_size=8, learning_rate=0.01, metric="neg_mse", max_epochs=2, compile=mode)
+    assert results["blocks"]["test"]["neg_mse"] == pytest.approx(results[False]["test"]["neg_mse"], rel=1e-4, abs=1e-6)
+    assert True in _COMPILING  # the blocks were compiled for training
+    with pytest.raises(ValueError, match="fit.compile = 'fast' cannot work"):
+        _fit(tmp_path / "bad", compile="fast")
+    with pytest.raises(ValueError, match="no list of repeated blocks"):
+        _fit(tmp_path / "none", compile="blocks")

@@ -56,6 +56,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from genrec.config import check_all_bindings_used
 from genrec.io import atomic_write_text
 from genrec.progress import progress
+from genrec.training.compiling import compile_for_training, compile_mode
 from genrec.training.checkpoint import (load_checkpoint, load_tensors, load_trainable_state, save_checkpoint,
                                         save_tensors, trainable_state_dict)
 from genrec.training.fit_settings import check_fit_settings
@@ -145,9 +146,10 @@ def fit(
     metric: str = "ndcg@10",
     mode: str = "max",
     ties_improve: bool = False,
+    test_curve: bool = False,
     log_every_steps: int = 10,
     num_workers: int = 0,
-    compile: bool = False,
+    compile: bool | str = False,
     fused_adamw: bool | None = None,
     log_with: str | None = None,
 ) -> dict[str, Any]:
@@ -184,10 +186,13 @@ def fit(
         mode: ``max`` (the default, e.g. NDCG) or ``min`` (e.g. a loss): which direction is better.
         ties_improve: a validation equal to the best counts as an improvement (takes the newer weights
             and resets patience), as RecBole's early stopping does; the default needs a strict improvement.
+        test_curve: also evaluate test after every validation, for the learning curve only (``log.jsonl``
+            and ``metrics.json["test_curve"]``); selection still uses validation alone.
         log_every_steps: optimizer steps between ``log.jsonl`` records.
         num_workers: DataLoader workers.
-        compile: train through ``torch.compile`` of the model (evaluation and checkpoints use the
-            model itself); worth it on a GPU for LLM fine-tuning, slower to start everywhere.
+        compile: ``False``, ``True`` / ``"model"`` (``torch.compile`` of the whole model) or ``"blocks"``
+            (each repeated block compiled, dynamic shapes: :mod:`genrec.training.compiling`); evaluation
+            always runs eagerly. Worth it on a GPU for LLM fine-tuning, slower to start everywhere.
         fused_adamw: AdamW as one fused kernel over all parameters; ``None``: on CUDA only. On a CPU
             it is ~10x faster per step for a 135M-parameter LLM (benchmarks/llm_throughput.py) but
             rounds differently from the reference AdamW, so the small models keep the reference.
@@ -204,6 +209,7 @@ def fit(
                        eval_every_epochs=eval_every_epochs, eval_every_steps=eval_every_steps, patience=patience,
                        mode=mode, log_every_steps=log_every_steps, num_workers=num_workers)
     check_tracker(log_with)
+    compile = compile_mode(compile)
     # accelerate keeps one precision per process; each fit chooses its own (the process group stays).
     AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=_mixed_precision(mixed_precision), cpu=not torch.cuda.is_available(),
@@ -233,7 +239,7 @@ def fit(
                                       **({"fused": True} if fused else {}))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule, warmup_steps, total_steps))
         wrapped, optimizer = accelerator.prepare(model, optimizer)
-        train_model = torch.compile(wrapped) if compile else wrapped  # shares the parameters of ``wrapped``
+        train_model = compile_for_training(wrapped, compile)  # shares the parameters of ``wrapped``
 
         log = RunLog(run_dir / "log.jsonl", main, start_tracker(accelerator, log_with))
         ckpt_path = run_dir / "checkpoint.safetensors"
@@ -280,6 +286,13 @@ def fit(
             else:
                 state["bad_evals"] += 1
             log.write(step=state["step"], epoch=state["epoch"], valid=metrics, best=state["best"])
+            if test_curve:  # reported, never used for selection
+                t0 = time.perf_counter()
+                point = {"epoch": state["epoch"], "step": state["step"],
+                         "test": _evaluate(evaluate, wrapped, "test", accelerator)}
+                state["eval_seconds"] += time.perf_counter() - t0
+                state.setdefault("test_curve", []).append(point)
+                log.write(step=state["step"], epoch=state["epoch"], test_curve=point["test"])
             accelerator.print(f"epoch {state['epoch']} step {state['step']}: valid {metric} {value:.4f}"
                               f"{' (best)' if improved else ''}")
             return patience is not None and state["bad_evals"] >= patience
@@ -376,6 +389,8 @@ def fit(
             "best_step": state["best_step"],
             "epochs": state["epoch"],
             "steps": state["step"],
+            "steps_per_epoch": steps_per_epoch,
+            **({"test_curve": state.get("test_curve", [])} if test_curve else {}),
             "train_seconds": round(state["train_seconds"], 2),
             **({"max_train_seconds": max_train_seconds, "stopped_by_time": state.get("out_of_time", False)}
                if max_train_seconds else {}),
@@ -427,8 +442,8 @@ def _evaluate(evaluate: Evaluate, wrapped, which: str, accelerator: Accelerator)
     device (bf16 scores tie many items with the target, and ties rank it pessimistically)."""
     model = accelerator.unwrap_model(wrapped)
     model.eval()
-    try:
-        with torch.inference_mode():
+    try:  # eagerly, also when fit.compile = "blocks" compiled the model's blocks in place
+        with torch.inference_mode(), torch.compiler.set_stance("force_eager"):
             return evaluate(model, which, accelerator)
     finally:
         model.train()

@@ -17,6 +17,12 @@ gives every path the same implementation, which isolates the batches and the los
   padding-free into rows of ``TaskData.pack_tokens``, and :func:`genrec.llm.finetune.causal_lm_loss`
   (the output head on the labelled positions only).
 * ``new_gc`` (``--gradient-checkpointing``): the fast path with activation checkpointing.
+* ``new_compiled`` (``--compile``): the fast path with the decoder layers compiled
+  (``fit.compile = "blocks"``, :mod:`genrec.training.compiling`); the other paths then run under
+  ``torch.compiler.set_stance("force_eager")``.
+
+``--users N`` builds the examples from the first N training users only (a quick run; the batches
+keep the recipe's size and mix).
 
 Each mode (full, LoRA) runs in a process of its own. Reported per path: real (non-padding) tokens
 per second of wall time and of process CPU time (the latter is steadier on a shared machine),
@@ -24,13 +30,10 @@ seconds per step (and of it, the AdamW step), the share of batch slots that are 
 peak resident set, reset before each step with ``malloc_trim`` + ``/proc/self/clear_refs``, so it
 holds the model, gradients and AdamW state plus that step's transient memory; GPU: peak allocated;
 ``process_peak_rss_mib`` is the whole process, model loading included), and
-MFU: the model FLOPs that the step needs over the device's dense matmul peak, measured here (fp32
-on CPU, bf16 on GPU; median of repeats of a square matrix product). Model FLOPs are counted the same
-way for both paths: per real token 2 x P (forward) + 2 x P (input gradients) + 2 x P_trainable
-(weight gradients) over the decoder's P parameters, attention 12 x layers x D x l^2 per example of
-l tokens (forward and backward), and the output head (2 + 2 + 2 if trained) x V x D per labelled
-token only, the work the loss needs; the old path's extra work (head on every position, padding)
-is not counted, so its MFU is lower by exactly its waste. The first step of each path is a warm-up.
+MFU: the model FLOPs that the step needs over the device's dense matmul peak, measured here
+(:mod:`genrec.llm.flops`: fp32 on CPU, bf16 on GPU; the same count for every path, so the old
+path's MFU is lower by exactly its waste: the head on every position, padding). The first step
+of each path is a warm-up (with ``--compile``, it compiles).
 Also recorded: ``os.getloadavg()`` at start and end, torch threads, the process's overall peak.
 """
 
@@ -59,29 +62,17 @@ import gin  # noqa: E402
 import genrec.trainers.lcrec_trainer  # noqa: E402,F401  (registers every configurable of the config)
 from genrec.config import parse_gin  # noqa: E402
 from genrec.llm.finetune import IGNORE  # noqa: E402
+from genrec.llm.flops import fine_tuning_flops  # noqa: E402
 from genrec.llm.lora import lora_settings  # noqa: E402
 from genrec.llm.tasks import TaskData  # noqa: E402
 from genrec.models.lcrec import LCRec  # noqa: E402
 from genrec.semantic_ids import ensure_semantic_ids  # noqa: E402
 from genrec.training import experiment  # noqa: E402
+from genrec.training.compiling import compile_for_training  # noqa: E402
+from genrec.training.measures import matmul_peak  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
-
-
-def matmul_peak(size: int, repeats: int = 5) -> float:
-    """Measured dense matmul FLOP/s: fp32 on CPU, bf16 on GPU (median of ``repeats`` products)."""
-    dtype = torch.bfloat16 if CUDA else torch.float32
-    a, b = torch.randn(size, size, device=DEVICE, dtype=dtype), torch.randn(size, size, device=DEVICE, dtype=dtype)
-    times = []
-    for i in range(repeats + 1):
-        _sync()
-        start = time.perf_counter()
-        a @ b
-        _sync()
-        if i:
-            times.append(time.perf_counter() - start)
-    return 2 * size**3 / float(np.median(times))
 
 
 def _sync() -> None:
@@ -132,24 +123,6 @@ def _checkpointing(llm, on: bool) -> None:
         getattr(llm, f"{name}_disable")()
 
 
-def step_flops(model: LCRec, lengths: np.ndarray, labelled: int) -> float:
-    """Model FLOPs of one training step over examples of ``lengths`` tokens with ``labelled`` labels."""
-    llm = model.llm
-    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
-    config = base.config
-    embedding_ids = {id(p) for p in base.get_input_embeddings().parameters()}
-    embedding_ids |= {id(p) for p in base.get_output_embeddings().parameters()}
-    decoder = [p for n, p in base.named_parameters() if id(p) not in embedding_ids and "token_adapter" not in n
-               and "lm_head" not in n]
-    total = sum(p.numel() for p in decoder)
-    trainable = sum(p.numel() for p in decoder if p.requires_grad)
-    head_trains = base.get_output_embeddings().weight.requires_grad
-    tokens = float(lengths.sum())
-    attention = 12.0 * config.num_hidden_layers * config.hidden_size * float((lengths.astype(np.float64) ** 2).sum())
-    head = (6.0 if head_trains else 4.0) * config.vocab_size * config.hidden_size * labelled
-    return (4.0 * total + 2.0 * trainable) * tokens + attention + head
-
-
 def path_adamw(choice: str, path: str) -> str:
     """The AdamW implementation a path steps with: ``as-run`` gives the old path what ``fit`` used on this
     device before the fast path (fused on CUDA, foreach on a CPU) and the new paths what the config runs
@@ -177,11 +150,14 @@ def run_mode(mode: str, args, exp, ids, batch_size: int, code_init: str, seed: i
     if mode == "lora":
         model.enable_lora(lora_settings())
     model.to(DEVICE).train()
-    data = TaskData(exp.split.train, model.item_code_strings, exp.catalog, model.format, seed=seed)
+    data = TaskData(exp.split.train[:args.users], model.item_code_strings, exp.catalog, model.format, seed=seed)
     order = np.random.default_rng(seed).permutation(len(data))
     lengths_all = data.lengths()
     load_peak = _peak_mib()  # building the model and the data
     paths = ["old", "new"] + (["new_gc"] if args.gradient_checkpointing and mode == "full" else [])
+    paths += ["new_compiled"] if args.compile else []
+    if args.compile:
+        compile_for_training(model.llm, "blocks")
     adamw = {path: path_adamw(args.adamw, path) for path in paths}
     # one AdamW state for every path; each step runs the path's implementation (they share the state's layout)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
@@ -204,7 +180,8 @@ def run_mode(mode: str, args, exp, ids, batch_size: int, code_init: str, seed: i
             batch = {k: v.to(DEVICE) for k, v in batch.items()}
             for group in optimizer.param_groups:
                 group["fused"], group["foreach"] = (True, False) if adamw[path] == "fused" else (None, adamw[path] == "foreach")
-            with autocast:
+            eager = torch.compiler.set_stance("force_eager") if args.compile and path != "new_compiled" else nullcontext()
+            with autocast, eager:
                 loss = (model.llm(**batch, use_cache=False).loss if path == "old" else model(**batch)[1])
             loss.backward()
             _sync()
@@ -223,7 +200,7 @@ def run_mode(mode: str, args, exp, ids, batch_size: int, code_init: str, seed: i
             s = stats[path]
             s["tokens"] += int(lengths.sum())
             s["batch_tokens"] += int(batch["input_ids"].numel())
-            s["flops"] += step_flops(model, lengths, labelled)
+            s["flops"] += fine_tuning_flops(model.llm, lengths, labelled)
             s["wall"] += wall
             s["optimizer"] += optimizer_wall
             s["cpu"] += cpu
@@ -260,6 +237,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="measured steps per path (after one warm-up)")
     parser.add_argument("--modes", default="full,lora", help="comma-separated: full, lora")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="also time new_gc (full)")
+    parser.add_argument("--compile", action="store_true", help="also time new_compiled (decoder layers compiled)")
+    parser.add_argument("--users", type=int, default=None, help="examples from the first N training users only")
     parser.add_argument("--peak-size", type=int, default=8192 if CUDA else 2048, help="matmul size of the peak")
     parser.add_argument("--adamw", default="as-run", choices=["as-run", "auto", "foreach", "fused", "single"],
                         help="AdamW: as-run (default): each path as it runs, the old one as fit did before the fast "
@@ -281,7 +260,7 @@ def main() -> None:
         print(json.dumps(run_mode(args.child, args, exp, ids, batch_size, code_init, seed)))
         return
     load_start = os.getloadavg()
-    peak = matmul_peak(args.peak_size)
+    peak = matmul_peak(DEVICE, args.peak_size)
     out = {"benchmark": "llm_throughput", "config": args.config, "bindings": args.gin, "steps": args.steps,
            "batch_size": batch_size, "device": torch.cuda.get_device_name() if CUDA else "cpu",
            "dtype": "bf16 autocast" if CUDA else "fp32", "threads": torch.get_num_threads(),
@@ -291,7 +270,7 @@ def main() -> None:
         child = subprocess.run([sys.executable, __file__, "--child", mode, *sys.argv[1:]], stdout=subprocess.PIPE,
                                text=True, check=True)
         out[mode] = json.loads(child.stdout.strip().splitlines()[-1])
-    peak_end = matmul_peak(args.peak_size)
+    peak_end = matmul_peak(DEVICE, args.peak_size)
     out["peak_flops"] = float(np.median([peak, peak_end]))
     out["peak_flops_start_end"] = [round(peak / 1e9, 1), round(peak_end / 1e9, 1)]
     for mode in args.modes.split(","):

@@ -256,5 +256,8 @@ def test_short_real_run_builds_semantic_ids_and_evaluates(tiny, tmp_path):
         assert 0.0 <= metrics[which]["ndcg@10"] <= 1.0
     assert metrics["eval_rows"] == {"valid": 20, "test": 20} and metrics["task_examples"]["seqrec"] == 200
     assert metrics["codebook_sizes"] == json.loads(ids.read_text())["codebook_sizes"]
+    work, speed = metrics["work_per_epoch"], metrics["throughput"]
+    assert work["tokens"] > 0 and work["model_flops"] > 6 * metrics["trainable_parameters"]
+    assert speed["tokens_per_second"] > 0 and 0 < speed["mfu"] < 1 and speed["peak_dtype"] == "fp32"
     loaded = LCRec.from_pretrained(tmp_path / "run" / "model")
     assert loaded.settings["lora"]["r"] == 8 and len(loaded.recommend([["50", "172"]], k=3)[0]) == 3

@@ -271,6 +271,10 @@ class TaskData(Dataset):
             raise ValueError("TaskData.lengths needs pretokenize=True")
         return np.diff(self._offsets)
 
+    def label_counts(self) -> np.ndarray:
+        """int64 [M]: labelled tokens of each example (its response and eos); needs ``pretokenize``."""
+        return self.lengths() - self._prompt_lengths
+
     def tokenized(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Example ``i`` as int64 ``(input_ids, labels)``, labels -100 on the prompt."""
         if self._tokens is None:

@@ -9,8 +9,9 @@ instruction tuning on the task mix ``TaskData.tasks`` names (LC-Rec's six: seqre
 index2item, fusionseqrec, itemsearch, preferenceobtain; :mod:`genrec.llm.tasks`) by the shared loop
 -> trie-constrained beam search over every item, full-ranking metrics on valid (model selection) and
 test -> ``<run dir>/model/`` (``LCRec.save_pretrained``). ``metrics.json`` also holds
-``valid_item_rate`` (share of returned entries that are catalogue items) and ``duplicate_rate``
-(share of entries repeating an earlier entry of the same list).
+``valid_item_rate`` (share of returned entries that are catalogue items), ``duplicate_rate``
+(share of entries repeating an earlier entry of the same list) and ``throughput`` (real tokens/s,
+model FLOP/s and MFU of the training: :mod:`genrec.training.measures`).
 
 Prompt templates (:mod:`genrec.llm.template_eval`): ``train_lcrec.valid_templates`` and
 ``test_templates`` take ``"first"`` (the seqrec template 0 alone), ``"all"`` (every seqrec template,
@@ -32,6 +33,7 @@ import gin
 
 from genrec.config import run
 from genrec.data import SPLITS
+from genrec.llm.flops import fine_tuning_flops
 from genrec.llm.lora import lora_settings
 from genrec.llm.tasks import TEMPLATES, TaskData
 from genrec.llm.template_eval import evaluate_over_templates, template_ids
@@ -75,7 +77,9 @@ def train_lcrec(run_dir: str = "runs/lcrec", seed: int = 2020,
     announce("LC-Rec", f"training examples {data.counts}")
     info = {**exp.info, "semantic_ids": str(semantic_ids), "semantic_ids_fingerprint": ids.fingerprint,
             "codebook_sizes": ids.codebook_sizes, "task_examples": data.counts, "prompt_templates": templates,
-            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "work_per_epoch": {"tokens": int(data.lengths().sum()),  # metrics.json: throughput (tokens/s, MFU)
+                               "model_flops": fine_tuning_flops(model.llm, data.lengths(), int(data.label_counts().sum()))}}
     evaluate = evaluate_over_templates(exp.evaluate_model(), templates, on_template=lambda which, template, position:
                                        announce("LC-Rec", f"{which} prompt template {template} "
                                                 f"({position + 1} of {len(templates[which])})"))

@@ -39,7 +39,6 @@ import json
 import math
 import os
 import platform
-import resource
 import sys
 import time
 from contextlib import nullcontext
@@ -60,10 +59,11 @@ from genrec.training.compiling import compile_for_training, compile_mode
 from genrec.training.checkpoint import (load_checkpoint, load_tensors, load_trainable_state, save_checkpoint,
                                         save_tensors, trainable_state_dict)
 from genrec.training.fit_settings import check_fit_settings
+from genrec.training.measures import peak_memory, throughput
 from genrec.training.run_folder import RunLog, check_config, finished_metrics, run_folder_lock, seal_metrics
 from genrec.training.trackers import check_tracker, start_tracker, stop_tracker, tracker_settings
 
-__all__ = ["fit", "lr_lambda", "peak_memory", "seed_everything"]
+__all__ = ["fit", "lr_lambda", "seed_everything"]
 
 
 Evaluate = Callable[[torch.nn.Module, str, Accelerator], dict[str, Any]]
@@ -100,15 +100,6 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[i
         return 1.0 - t if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * t))
 
     return factor
-
-
-def peak_memory() -> dict[str, float]:
-    """Peak resident memory of this process (and peak CUDA memory), in MiB."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024**2)
-    out = {"peak_rss_mib": round(rss, 1)}
-    if torch.cuda.is_available():
-        out["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return out
 
 
 def _mixed_precision(choice: str) -> str:
@@ -397,6 +388,8 @@ def fit(
             "eval_seconds": round(state["eval_seconds"], 2),
             "test_seconds": round(test_seconds, 2),
             **peak_memory(),
+            **({"throughput": throughput(info["work_per_epoch"], state["step"] / steps_per_epoch, state["train_seconds"],
+                                         accelerator.device, accelerator.num_processes)} if "work_per_epoch" in info else {}),
             **{k: v for k, v in info.items() if k not in ("dataset", "split", "protocol")},
             "num_processes": accelerator.num_processes,
             "device": str(accelerator.device),

@@ -19,7 +19,8 @@ gives every path the same implementation, which isolates the batches and the los
 * ``new_gc`` (``--gradient-checkpointing``): the fast path with activation checkpointing.
 * ``new_compiled`` (``--compile``): the fast path with the decoder layers compiled
   (``fit.compile = "blocks"``, :mod:`genrec.training.compiling`); the other paths then run under
-  ``torch.compiler.set_stance("force_eager")``.
+  ``torch.compiler.set_stance("force_eager")``; with ``--gradient-checkpointing`` too,
+  ``new_compiled_gc`` (full) adds activation checkpointing to it.
 
 ``--users N`` builds the examples from the first N training users only (a quick run; the batches
 keep the recipe's size and mix).
@@ -156,6 +157,7 @@ def run_mode(mode: str, args, exp, ids, batch_size: int, code_init: str, seed: i
     load_peak = _peak_mib()  # building the model and the data
     paths = ["old", "new"] + (["new_gc"] if args.gradient_checkpointing and mode == "full" else [])
     paths += ["new_compiled"] if args.compile else []
+    paths += ["new_compiled_gc"] if args.compile and args.gradient_checkpointing and mode == "full" else []
     if args.compile:
         compile_for_training(model.llm, "blocks")
     adamw = {path: path_adamw(args.adamw, path) for path in paths}
@@ -170,7 +172,7 @@ def run_mode(mode: str, args, exp, ids, batch_size: int, code_init: str, seed: i
         lengths = lengths_all[rows]
         labelled = sum(int((data.tokenized(i)[1] != IGNORE).sum()) for i in rows)
         for path in (paths if step % 2 == 0 else paths[::-1]):
-            if path == "new_gc":
+            if path.endswith("_gc"):
                 _checkpointing(model.llm, True)
             gc.collect()
             _sync()
@@ -180,7 +182,7 @@ def run_mode(mode: str, args, exp, ids, batch_size: int, code_init: str, seed: i
             batch = {k: v.to(DEVICE) for k, v in batch.items()}
             for group in optimizer.param_groups:
                 group["fused"], group["foreach"] = (True, False) if adamw[path] == "fused" else (None, adamw[path] == "foreach")
-            eager = torch.compiler.set_stance("force_eager") if args.compile and path != "new_compiled" else nullcontext()
+            eager = torch.compiler.set_stance("force_eager") if args.compile and "compiled" not in path else nullcontext()
             with autocast, eager:
                 loss = (model.llm(**batch, use_cache=False).loss if path == "old" else model(**batch)[1])
             loss.backward()
@@ -191,7 +193,7 @@ def run_mode(mode: str, args, exp, ids, batch_size: int, code_init: str, seed: i
             _sync()
             optimizer_wall = time.perf_counter() - optimizer_start
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            if path == "new_gc":
+            if path.endswith("_gc"):
                 _checkpointing(model.llm, False)
             if not np.isfinite(loss.item()):
                 raise FloatingPointError(f"{mode}/{path}: loss {loss.item()} at step {step}")

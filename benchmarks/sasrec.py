@@ -1,6 +1,7 @@
 """SASRec (ours) under RecBole 1.2.1's protocol and hyperparameters, beside RecBole itself; prints one JSON line.
 
     python benchmarks/sasrec.py --dataset ml-100k --run-peer              # RecBole, then ours, same invocation
+    python benchmarks/sasrec.py --dataset ml-100k --run-peer --same-split # ... ours trained on RecBole's exact split
     python benchmarks/sasrec.py --dataset ml-100k --peer-json peer.jsonl  # ours against a recorded peer line
     python benchmarks/sasrec.py --dataset ml-100k                         # ours only
 
@@ -77,11 +78,14 @@ def parse_peer_line(text: str, source: str, dataset: str | None = None) -> dict:
     return peer
 
 
-def run_peer(dataset: str, seed: int, epochs: int | None, threads: int) -> dict:
-    """Run ``benchmarks/peers/recbole_sasrec.py`` (its log to our stderr) and parse its JSON line."""
+def run_peer(dataset: str, seed: int, epochs: int | None, threads: int, split_out: str | None = None) -> dict:
+    """Run ``benchmarks/peers/recbole_sasrec.py`` (its log to our stderr) and parse its JSON line; with
+    ``split_out``, the peer also writes the split it evaluated on there (its ``--split-out``)."""
     command = [sys.executable, str(PEER_SCRIPT), "--dataset", dataset, "--seed", str(seed), "--threads", str(threads)]
     if epochs:
         command += ["--epochs", str(epochs)]
+    if split_out:
+        command += ["--split-out", split_out]
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     if done.returncode != 0:
         sys.exit(f"sasrec benchmark: the RecBole peer failed (exit {done.returncode}, its log above); "
@@ -112,7 +116,12 @@ def main() -> None:
     parser.add_argument("--split-dataset", default=None,
                         help="train and score ours on this dataset instead, e.g. recbole:DIR written by the peer's "
                              "--split-out DIR (RecBole's exact split); the gin file's other settings stay")
+    parser.add_argument("--same-split", action="store_true",
+                        help="with --run-peer: the peer writes its split into the run folder and ours trains and "
+                             "is scored on it (--split-dataset recbole:<run dir>/recbole_split)")
     args = parser.parse_args()
+    if args.same_split and (not args.run_peer or args.split_dataset):
+        sys.exit("sasrec benchmark: --same-split needs --run-peer and no --split-dataset")
 
     peer = None
     if args.peer_json:
@@ -124,10 +133,12 @@ def main() -> None:
             sys.exit(f"sasrec benchmark: {args.peer_json} holds the peer's seed {peer['seed']}, "
                      f"not --seed {args.seed}; "
                      f"pass --seed {peer['seed']} or run the peer with --seed {args.seed}")
-    elif args.run_peer:
-        peer = run_peer(args.dataset, args.seed, args.peer_epochs, args.threads)
-
     run_dir = args.run_dir or tempfile.mkdtemp(prefix=f"sasrec-{args.dataset}-")
+    if args.run_peer:
+        split_out = str(Path(run_dir).resolve() / "recbole_split") if args.same_split else None
+        peer = run_peer(args.dataset, args.seed, args.peer_epochs, args.threads, split_out)
+        if split_out:
+            args.split_dataset = f"recbole:{split_out}"
     os.chdir(REPO)
     torch.set_num_threads(args.threads)
     data = [f"experiment.dataset = {args.split_dataset!r}"] if args.split_dataset else []

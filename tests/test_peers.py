@@ -5,6 +5,8 @@ RecBole reader; the parser reads hand-written lines.
 """
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +111,19 @@ def test_exported_split_is_genrec_leave_one_out(tmp_path):
         for user, target in zip(rows.users, rows.targets):
             back[interactions.user_ids[user]][which] = items[target]
     assert back == split
+
+
+def test_same_split_passes_the_split_folder_to_the_peer(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_run(command, **kwargs):
+        seen["command"] = command
+        return subprocess.CompletedProcess(command, 0, stdout='{"peer": "recbole", "dataset": "ml-100k", "seed": 1}')
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    with pytest.raises(ValueError, match="lacks"):  # the fake line has no metrics; the command is what matters
+        bench.run_peer("ml-100k", 1, 2, 1, str(tmp_path / "split"))
+    assert seen["command"][-2:] == ["--split-out", str(tmp_path / "split")] and "--epochs" in seen["command"]
+    monkeypatch.setattr(sys, "argv", ["sasrec.py", "--same-split"])
+    with pytest.raises(SystemExit, match="--same-split needs --run-peer"):
+        bench.main()

@@ -62,7 +62,6 @@ import gin  # noqa: E402
 
 import genrec.trainers.lcrec_trainer  # noqa: E402,F401  (registers every configurable of the config)
 from genrec.config import parse_gin  # noqa: E402
-from genrec.llm.finetune import IGNORE  # noqa: E402
 from genrec.llm.flops import fine_tuning_flops  # noqa: E402
 from genrec.llm.lora import lora_settings  # noqa: E402
 from genrec.llm.tasks import TaskData  # noqa: E402
@@ -170,7 +169,7 @@ def run_mode(mode: str, args, exp, ids, batch_size: int, code_init: str, seed: i
     for step in range(args.steps + 1):
         rows = order[step * batch_size:(step + 1) * batch_size].tolist()
         lengths = lengths_all[rows]
-        labelled = sum(int((data.tokenized(i)[1] != IGNORE).sum()) for i in rows)
+        labelled = int(data.label_counts()[rows].sum())
         for path in (paths if step % 2 == 0 else paths[::-1]):
             if path.endswith("_gc"):
                 _checkpointing(model.llm, True)

@@ -55,9 +55,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from genrec.config import check_all_bindings_used
 from genrec.io import atomic_write_text
 from genrec.progress import progress
-from genrec.training.compiling import compile_for_training, compile_mode
 from genrec.training.checkpoint import (load_checkpoint, load_tensors, load_trainable_state, save_checkpoint,
                                         save_tensors, trainable_state_dict)
+from genrec.training.compiling import compile_for_training, compile_mode
 from genrec.training.fit_settings import check_fit_settings
 from genrec.training.measures import peak_memory, throughput
 from genrec.training.run_folder import RunLog, check_config, finished_metrics, run_folder_lock, seal_metrics

@@ -2,6 +2,7 @@
 
     python benchmarks/sasrec.py --dataset ml-100k --run-peer              # RecBole, then ours, same invocation
     python benchmarks/sasrec.py --dataset ml-100k --run-peer --same-split # ... ours trained on RecBole's exact split
+    python benchmarks/sasrec.py --dataset ml-1m --run-peer --peer-epochs 1 --equal-wall   # ours given the peer's training time
     python benchmarks/sasrec.py --dataset ml-100k --peer-json peer.jsonl  # ours against a recorded peer line
     python benchmarks/sasrec.py --dataset ml-100k                         # ours only
 
@@ -119,7 +120,12 @@ def main() -> None:
     parser.add_argument("--same-split", action="store_true",
                         help="with --run-peer: the peer writes its split into the run folder and ours trains and "
                              "is scored on it (--split-dataset recbole:<run dir>/recbole_split)")
+    parser.add_argument("--equal-wall", action="store_true",
+                        help="with a peer: ours trains at most the peer's training seconds (fit.max_train_seconds), "
+                             "then validates and tests: the comparison at equal wall time")
     args = parser.parse_args()
+    if args.equal_wall and not (args.run_peer or args.peer_json):
+        sys.exit("sasrec benchmark: --equal-wall needs a peer (--run-peer or --peer-json)")
     if args.same_split and (not args.run_peer or args.split_dataset):
         sys.exit("sasrec benchmark: --same-split needs --run-peer and no --split-dataset")
 
@@ -142,7 +148,8 @@ def main() -> None:
     os.chdir(REPO)
     torch.set_num_threads(args.threads)
     data = [f"experiment.dataset = {args.split_dataset!r}"] if args.split_dataset else []
-    bindings = [f"train_sasrec.run_dir = {run_dir!r}", f"train_sasrec.seed = {args.seed}", *data, *args.gin]
+    wall = [f"fit.max_train_seconds = {float(peer['train_seconds'])}"] if args.equal_wall else []
+    bindings = [f"train_sasrec.run_dir = {run_dir!r}", f"train_sasrec.seed = {args.seed}", *data, *args.gin, *wall]
     parse_gin([args.config or CONFIGS[args.dataset]], bindings)
     before, cpu = [round(x, 2) for x in os.getloadavg()], time.process_time()
     metrics = train_sasrec()
@@ -164,7 +171,8 @@ def main() -> None:
         "cpu_seconds": round(cpu, 2),  # this process, the whole train_sasrec call (data, training, validation, test)
         "threads": torch.get_num_threads(), "loadavg_before": before, "loadavg_after": after,
         "peak_rss_mib": metrics["peak_rss_mib"], "most_popular_ndcg@10": round(popular["ndcg@10"], 4),
-        "config": args.config or CONFIGS[args.dataset], "bindings": args.gin,
+        "config": args.config or CONFIGS[args.dataset], "bindings": args.gin + wall,
+        "stopped_by_time": metrics.get("stopped_by_time", False),
     }
     if peer is not None:
         out["recbole"] = peer

@@ -127,3 +127,9 @@ def test_same_split_passes_the_split_folder_to_the_peer(monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "argv", ["sasrec.py", "--same-split"])
     with pytest.raises(SystemExit, match="--same-split needs --run-peer"):
         bench.main()
+
+
+def test_equal_wall_needs_a_peer(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["sasrec.py", "--equal-wall"])
+    with pytest.raises(SystemExit, match="--equal-wall needs a peer"):
+        bench.main()

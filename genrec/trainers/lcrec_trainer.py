@@ -75,11 +75,12 @@ def train_lcrec(run_dir: str = "runs/lcrec", seed: int = 2020,
         model.enable_lora(lora_settings())
     data = TaskData(exp.split.train, model.item_code_strings, exp.catalog, model.format, seed=seed)
     announce("LC-Rec", f"training examples {data.counts}")
+    lengths = data.lengths()
     info = {**exp.info, "semantic_ids": str(semantic_ids), "semantic_ids_fingerprint": ids.fingerprint,
             "codebook_sizes": ids.codebook_sizes, "task_examples": data.counts, "prompt_templates": templates,
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "work_per_epoch": {"tokens": int(data.lengths().sum()),  # metrics.json: throughput (tokens/s, MFU)
-                               "model_flops": fine_tuning_flops(model.llm, data.lengths(), int(data.label_counts().sum()))}}
+            "work_per_epoch": {"tokens": int(lengths.sum()),  # metrics.json: throughput (tokens/s, MFU)
+                               "model_flops": fine_tuning_flops(model.llm, lengths, int(data.label_counts().sum()))}}
     evaluate = evaluate_over_templates(exp.evaluate_model(), templates, on_template=lambda which, template, position:
                                        announce("LC-Rec", f"{which} prompt template {template} "
                                                 f"({position + 1} of {len(templates[which])})"))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["COMPILE_MODES", "compile_for_training", "repeated_blocks"]
+__all__ = ["COMPILE_MODES", "compile_for_training", "compile_mode", "repeated_blocks"]
 
 COMPILE_MODES = ("no", "model", "blocks")
 

@@ -256,14 +256,19 @@ def fit(
             if main:
                 save_checkpoint(ckpt_path, accelerator.unwrap_model(wrapped), optimizer, scheduler, state)
 
+        def timed_evaluate(which: str) -> dict[str, Any]:
+            """Evaluates ``which`` during training; its time counts as evaluation, not training."""
+            t0 = time.perf_counter()
+            metrics = _evaluate(evaluate, wrapped, which, accelerator)
+            state["eval_seconds"] += time.perf_counter() - t0
+            return metrics
+
         def validate() -> bool:
             """Evaluates valid, keeps the best weights; returns True when training should stop."""
             if state.get("last_eval_step") == state["step"]:
                 return patience is not None and state["bad_evals"] >= patience
             state["last_eval_step"] = state["step"]
-            t0 = time.perf_counter()
-            metrics = _evaluate(evaluate, wrapped, "valid", accelerator)
-            state["eval_seconds"] += time.perf_counter() - t0
+            metrics = timed_evaluate("valid")
             if metric not in metrics:
                 raise KeyError(f"fit.metric {metric!r} is not among the validation metrics: {sorted(metrics)}")
             value = float(metrics[metric])
@@ -278,10 +283,7 @@ def fit(
                 state["bad_evals"] += 1
             log.write(step=state["step"], epoch=state["epoch"], valid=metrics, best=state["best"])
             if test_curve:  # reported, never used for selection
-                t0 = time.perf_counter()
-                point = {"epoch": state["epoch"], "step": state["step"],
-                         "test": _evaluate(evaluate, wrapped, "test", accelerator)}
-                state["eval_seconds"] += time.perf_counter() - t0
+                point = {"epoch": state["epoch"], "step": state["step"], "test": timed_evaluate("test")}
                 state.setdefault("test_curve", []).append(point)
                 log.write(step=state["step"], epoch=state["epoch"], test_curve=point["test"])
             accelerator.print(f"epoch {state['epoch']} step {state['step']}: valid {metric} {value:.4f}"

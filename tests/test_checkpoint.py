@@ -58,3 +58,50 @@ def test_no_temporary_files_left(tmp_path):
     save_tensors(tmp_path / "x.safetensors", {"a": torch.ones(2)}, {"k": 1})
     assert [p.name for p in tmp_path.iterdir()] == ["x.safetensors"]
     assert load_tensors(tmp_path / "x.safetensors")[1] == {"k": 1}
+
+
+def test_streamed_file_is_plain_safetensors(tmp_path):
+    """write_safetensors writes tensor by tensor; safetensors itself reads every dtype, shape and the metadata back."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from genrec.training.checkpoint import write_safetensors
+
+    w = torch.randn(4, 3)
+    tensors = {"w": w, "tied": w, "strided": torch.randn(3, 5).t().contiguous(), "ids": torch.arange(7),
+               "mask": torch.tensor([True, False, True]), "half": torch.randn(3).bfloat16(), "byte": torch.arange(5, dtype=torch.uint8),
+               "empty": torch.empty(0, 4), "scalar": torch.tensor(2.5, dtype=torch.float64)}
+    write_safetensors(tmp_path / "s.safetensors", tensors, {"note": "x"})
+    loaded = load_file(str(tmp_path / "s.safetensors"))
+    assert set(loaded) == set(tensors)
+    for key, value in tensors.items():
+        assert loaded[key].dtype == value.dtype and loaded[key].shape == value.shape and torch.equal(loaded[key], value)
+    with safe_open(str(tmp_path / "s.safetensors"), framework="pt") as f:
+        assert f.metadata() == {"note": "x"}
+    with pytest.raises(TypeError, match="complex64"):
+        write_safetensors(tmp_path / "c.safetensors", {"z": torch.zeros(2, dtype=torch.complex64)})
+
+
+def test_load_trainable_file_streams_into_the_model_and_refuses_bad_files(tmp_path):
+    from genrec.training.checkpoint import load_trainable_file, trainable_state_dict
+
+    model, _, _ = _setup()
+    save_tensors(tmp_path / "best.safetensors", trainable_state_dict(model), {"step": 7})
+    other, _, _ = _setup()
+    for p in other.parameters():
+        p.data.zero_()
+    assert load_trainable_file(other, tmp_path / "best.safetensors") == {"step": 7}
+    for a, b in zip(model.state_dict().values(), other.state_dict().values()):
+        assert torch.equal(a, b)
+    # an altered tensor: refused by the checksum before the model changes
+    raw = bytearray((tmp_path / "best.safetensors").read_bytes())
+    raw[-1] ^= 0xFF
+    (tmp_path / "bad.safetensors").write_bytes(bytes(raw))
+    before = [p.detach().clone() for p in other.parameters()]
+    with pytest.raises(ValueError, match="corrupt"):
+        load_trainable_file(other, tmp_path / "bad.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(before, other.parameters()))
+    with pytest.raises(ValueError, match="does not match the model"):
+        load_trainable_file(torch.nn.Linear(4, 3), tmp_path / "best.safetensors")
+    with pytest.raises(FileNotFoundError):
+        load_trainable_file(other, tmp_path / "missing.safetensors")

@@ -9,6 +9,10 @@ Files are written to a temporary name in the same folder and renamed over the ta
 (:func:`genrec.io.atomic_path`), so a kill at any moment leaves either the previous checkpoint or the
 new one, never a torn file. The metadata records a sha256 of every tensor's bytes, checked on load,
 so a file damaged later (disk, copy) is refused instead of resuming from wrong weights.
+
+The file is written one tensor at a time (:func:`write_safetensors`), so saving costs no copy of
+the tensors: ``safetensors.torch.save_file`` first turns every tensor into bytes, which for a full
+fine-tuning checkpoint (weights + AdamW state) doubled the process's resident memory while it saved.
 """
 
 from __future__ import annotations
@@ -21,60 +25,102 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors import SafetensorError, safe_open
 
 from genrec.io import atomic_path
 
-__all__ = ["save_tensors", "load_tensors", "save_checkpoint", "load_checkpoint",
-           "rng_state", "set_rng_state", "trainable_state_dict", "load_trainable_state"]
+__all__ = ["write_safetensors", "save_tensors", "load_tensors", "save_checkpoint", "load_checkpoint",
+           "rng_state", "set_rng_state", "trainable_state_dict", "load_trainable_state", "load_trainable_file"]
 
 
 _FIX = ("delete it to start that run again (a run's checkpoint), or save the model again / re-run the trainer that "
         "wrote it (a saved model)")
 
 
+_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+           torch.bool: "BOOL", torch.uint16: "U16", torch.uint32: "U32", torch.uint64: "U64",
+           torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2"}
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Writes ``tensors`` (CPU, contiguous) and string ``metadata`` to ``path`` in the safetensors format,
+    one tensor at a time: no copy of the tensors is made, and tensors sharing memory (tied weights) are
+    simply written twice. Readable by ``safetensors.torch.load_file``; not atomic (see :func:`save_tensors`)."""
+    unknown = sorted({str(v.dtype) for v in tensors.values() if v.dtype not in _DTYPES})
+    if unknown:
+        raise TypeError(f"cannot save tensors of dtype {', '.join(unknown)} in a safetensors file")
+    # widest dtypes first, as safetensors orders them, so every tensor starts aligned to its item size
+    order = sorted(tensors, key=lambda k: (-tensors[k].element_size(), k))
+    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for key in order:
+        size = tensors[key].numel() * tensors[key].element_size()
+        header[key] = {"dtype": _DTYPES[tensors[key].dtype], "shape": list(tensors[key].shape),
+                       "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned
+    with open(path, "wb") as handle:
+        handle.write(len(encoded).to_bytes(8, "little"))
+        handle.write(encoded)
+        for key in order:
+            if tensors[key].numel():
+                handle.write(tensors[key].reshape(-1).view(torch.uint8).numpy().data)
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
     """Atomically saves tensors (made contiguous, on CPU) and JSON metadata to a safetensors file."""
-    body, seen = {}, set()
-    for key, value in tensors.items():
-        value = value.detach().to("cpu").contiguous()
-        if value.numel() and value.data_ptr() in seen:  # tied weights: safetensors refuses shared memory
-            value = value.clone()
-        seen.add(value.data_ptr())
-        body[key] = value
+    body = {key: value.detach().to("cpu").contiguous() for key, value in tensors.items()}
     meta = {"genrec": json.dumps(metadata or {}), "sha256": _digest(body)}
     with atomic_path(path) as tmp:
-        save_file(body, str(tmp), metadata=meta)
+        write_safetensors(tmp, body, meta)
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Loads a file written by :func:`save_tensors`; a clear error when it is missing or corrupt."""
+    tensors: dict[str, torch.Tensor] = {}
+    meta = _read(path, tensors.__setitem__)
+    return tensors, meta
+
+
+def _read(path: str | Path, each, check: bool = True) -> dict[str, Any]:
+    """Reads a :func:`save_tensors` file one tensor at a time, in name order, calling ``each(name, tensor)``;
+    checks the recorded checksum when ``check``; returns the JSON metadata."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    digest = hashlib.sha256()
     try:
-        tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
+            for key in sorted(f.keys()):
+                value = f.get_tensor(key)
+                if check:
+                    _update_digest(digest, key, value)
+                each(key, value)
         meta, recorded = json.loads(header.get("genrec", "{}")), header.get("sha256")
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"checkpoint {path} is corrupt or not a genrec safetensors file ({err}); "
                          f"{_FIX}") from err
-    if recorded is not None and recorded != _digest(tensors):
+    if check and recorded is not None and recorded != digest.hexdigest():
         raise ValueError(f"checkpoint {path} is corrupt: its tensors do not match the checksum written with them; "
                          f"{_FIX}")
-    return tensors, meta
+    return meta
+
+
+def _update_digest(digest, key: str, value: torch.Tensor) -> None:
+    value = value.detach().to("cpu").contiguous()
+    digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
+    if value.numel():
+        digest.update(value.reshape(-1).view(torch.uint8).numpy())
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
     """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
     digest = hashlib.sha256()
     for key in sorted(tensors):
-        value = tensors[key].detach().to("cpu").contiguous()
-        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
-        if value.numel():
-            digest.update(value.reshape(-1).view(torch.uint8).numpy())
+        _update_digest(digest, key, tensors[key])
     return digest.hexdigest()
 
 
@@ -138,12 +184,28 @@ def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def load_trainable_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
     """Loads what :func:`trainable_state_dict` saved; every trainable entry must be present."""
-    expected = set(trainable_state_dict(model))
-    missing, unexpected = expected - set(tensors), set(tensors) - set(model.state_dict())
+    _check_names(model, set(tensors), where)
+    model.load_state_dict(tensors, strict=False)
+
+
+def _check_names(model: torch.nn.Module, names: set[str], where: str) -> None:
+    missing, unexpected = set(trainable_state_dict(model)) - names, names - set(model.state_dict())
     if missing or unexpected:
         raise ValueError(f"{where} does not match the model: missing {sorted(missing)[:3]}, unexpected "
                          f"{sorted(unexpected)[:3]}; it was written for another model or config; delete it to start over")
-    model.load_state_dict(tensors, strict=False)
+
+
+def load_trainable_file(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
+    """:func:`load_trainable_state` from a :func:`save_tensors` file, one tensor at a time: the file is read
+    once to check its checksum, then again to copy each tensor into the model, so loading costs the
+    largest tensor's memory, not a second copy of the model. Returns the file's metadata."""
+    meta = _read(path, lambda key, value: None)  # missing, corrupt or altered: refused before anything changes
+    with safe_open(str(path), framework="pt") as f:
+        _check_names(model, set(f.keys()), str(path))
+    state = model.state_dict()
+    with torch.no_grad():
+        _read(path, lambda key, value: state[key].copy_(value), check=False)
+    return meta
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -55,8 +55,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from genrec.config import check_all_bindings_used
 from genrec.io import atomic_write_text
 from genrec.progress import progress
-from genrec.training.checkpoint import (load_checkpoint, load_tensors, load_trainable_state, save_checkpoint,
-                                        save_tensors, trainable_state_dict)
+from genrec.training.checkpoint import (load_checkpoint, load_trainable_file, save_checkpoint, save_tensors,
+                                        trainable_state_dict)
 from genrec.training.compiling import compile_for_training, compile_mode
 from genrec.training.fit_settings import check_fit_settings
 from genrec.training.measures import peak_memory, throughput
@@ -242,8 +242,7 @@ def fit(
             if finished is not None:
                 accelerator.print(f"{run_dir} holds a finished run; reporting its metrics.json (delete that file to "
                                   "evaluate test again, or the folder to train again)")
-                best, _ = load_tensors(run_dir / "best.safetensors")  # the caller may save the model
-                load_trainable_state(accelerator.unwrap_model(wrapped), best, str(run_dir / "best.safetensors"))
+                load_trainable_file(accelerator.unwrap_model(wrapped), run_dir / "best.safetensors")  # the caller may save it
                 if accelerator.num_processes > 1:
                     accelerator.end_training()
                 stop_tracker(accelerator)
@@ -365,9 +364,10 @@ def fit(
             if not state["done"]:  # stopped mid-epoch by max_steps or patience without a step-eval
                 validate_and_checkpoint(True)
         bar.close()
+        optimizer.zero_grad(set_to_none=True)
+        getattr(optimizer, "optimizer", optimizer).state.clear()  # AdamW's state (2x the weights) is done with
 
-        best, _ = load_tensors(run_dir / "best.safetensors")
-        load_trainable_state(accelerator.unwrap_model(wrapped), best, str(run_dir / "best.safetensors"))
+        load_trainable_file(accelerator.unwrap_model(wrapped), run_dir / "best.safetensors")
         t0 = time.perf_counter()
         test = _evaluate(evaluate, wrapped, "test", accelerator)
         test_seconds = time.perf_counter() - t0

@@ -19,6 +19,10 @@ catalogue title), RepeatRate, InHistoryRate, CorrectCount (answer has exactly 10
   (``config/reclm/ml100k/sft_debug.gin``: LoRA, a few dozen steps) is trained first; its teacher is
   the debug SASRec when ``runs/sasrec/ml100k_debug/model`` exists, else popularity (reported).
 * ``random``: ten distinct random items per user (seeded).
+
+``--exclude-history`` adds ``<row>_cgen_nohist``: cgen whose spans never name an item of the user's
+history (``evaluate_answers(exclude_history=True)``), the counterpart of masking the history for a
+scoring model; MovieLens test targets are never in the history.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default="untuned,sft", help="which of untuned,sft to evaluate")
+    parser.add_argument("--exclude-history", action="store_true",
+                        help="also rows with cgen that never names an item of the user's history (<row>_cgen_nohist)")
     parser.add_argument("--cache", default="runs/bench/reclm_rows.json",
                         help="finished rows, keyed by model and users; a rerun reuses them (delete to recompute)")
     args = parser.parse_args()
@@ -71,7 +77,8 @@ def main() -> None:
         result["sft_training"] = {"config": args.sft_config, "wall_s": round(wall, 1),
                                   "teacher": sft_metrics.get("teacher")}
     record = json.loads((sft_dir / "metrics.json").read_text()) if (sft_dir / "metrics.json").is_file() else {}
-    result["sft"] = {"run": args.sft_run, "teacher": record.get("teacher"), "steps": record.get("step")}
+    result["sft"] = {"run": args.sft_run, "teacher": record.get("teacher"), "steps": record.get("steps"),
+                     "tasks": record.get("task_examples")}
 
     exp = experiment(dataset="ml-100k", eval_rows=args.users, generate_batch_size=50)
     evaluator = exp.evaluators["test"]
@@ -90,12 +97,13 @@ def main() -> None:
                 raise SystemExit(f"{sft_dir / 'model'} was trained on other titles than ml-100k's; retrain it")
         else:
             model = untuned
-        for constrained in (False, True):
-            key = f"{name}{'_cgen' if constrained else ''}"
+        for constrained, exclude in [(False, False), (True, False)] + [(True, True)] * args.exclude_history:
+            key = f"{name}{'_cgen' if constrained else ''}{'_nohist' if exclude else ''}"
             cache_key = f"{key}|{args.sft_run if name == 'sft' else BUNDLED_LLM}|users={args.users}"
             if cache_key not in cache:
                 start = time.perf_counter()
-                metrics = evaluate_answers(model, evaluator, None, constrained=constrained, matcher=matcher)
+                metrics = evaluate_answers(model, evaluator, None, constrained=constrained, matcher=matcher,
+                                           exclude_history=exclude)
                 row = {k: round(float(metrics[k]), 4) for k in KEEP if k in metrics}
                 row["seconds"] = round(time.perf_counter() - start, 1)
                 with open("/proc/loadavg") as f:
@@ -114,8 +122,8 @@ def main() -> None:
     random_metrics = evaluator.evaluate_ranked(random_lists)
     rows["random"] = {k: round(float(random_metrics[k]), 4) for k in ("recall@10", "ndcg@10")}
     result["rows"] = rows
-    result["note"] = (f"debug-scale SFT ({args.sft_run}) and {args.users} users on CPU: figures are noisy "
-                      "(one hit = 1/users of Recall@10); not a full-recipe result")
+    result["note"] = (f"SFT of {args.sft_run} ({record.get('steps')} steps) and {args.users} users on CPU: figures are "
+                      "noisy (one hit = 1/users of Recall@10); not a full-recipe result")
     with open("/proc/loadavg") as f:
         result["loadavg_end"] = f.read().split()[:3]
     print(json.dumps(result))

@@ -4,6 +4,7 @@ A tiny random Llama with SmolLM2's real tokenizer stands in for the LLM; a small
 movie titles (with a duplicate and a title that is a prefix of another) for the items.
 """
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -196,3 +197,21 @@ def test_recommend_text_and_lists_name_only_catalogue_items(tiny):
     text, named = model.recommend_text([1, 5], "Something funny?", max_new_tokens=40)
     assert all(i > 0 for i in named) and len(set(named)) == len(named)
     assert text.count(SOI) >= len(named)
+
+
+def test_excluded_items_are_never_named_per_prompt_and_per_beam(tiny):
+    """excluded (e.g. the history) leaves exactly the other items; rows of one prompt share its list."""
+    model = RecLM(pretrained_path=tiny, noun="movie", list_length=3)
+    model.attach(catalogue_titles(RAW, model.tokenizer))
+    histories = [np.array([1, 2, 3, 4, 5]), np.array([4, 5, 6, 7, 8])]
+    lists, _ = model.recommend_lists(histories, exclude_history=True)
+    assert [sorted(row) for row in lists] == [[6, 7, 8], [1, 2, 3]]
+    instructions = [model.instruction(h, "sequential", 3) for h in histories]
+    answers = model.generate_answers(instructions, True, item_count=3, num_beams=2, num_return_sequences=2,
+                                     excluded=[h.tolist() for h in histories])
+    named = [sorted(model.entry_item(e) for e in model.answer_entries(a)) for a in answers]
+    assert named == [[6, 7, 8], [6, 7, 8], [1, 2, 3], [1, 2, 3]]
+    plain, _ = model.recommend_lists(histories)  # without it, the history is allowed
+    assert all(len(set(row)) == 3 and all(i > 0 for i in row) for row in plain)
+    with pytest.raises(ValueError, match="one list per prompt"):
+        model.generate_answers(instructions, True, item_count=3, excluded=[[1], [2], [3]])

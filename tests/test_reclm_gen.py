@@ -138,6 +138,33 @@ def test_span_labels_and_a_training_step_lower_the_scope_mask_loss(tiny):
     assert losses[-1] < losses[0]
 
 
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(tiny):
+    """RecLM.gradient_checkpointing trades compute for memory only (full fine-tuning and LoRA)."""
+    from genrec.llm.lora import lora_settings
+
+    results = []
+    for checkpointing in (False, True):
+        for lora in (False, True):
+            torch.manual_seed(0)
+            model = RecLM(pretrained_path=tiny, list_length=3, noun="movie", gradient_checkpointing=checkpointing)
+            raw, genres, sequences = _toy(model.tokenizer)
+            titles = catalogue_titles(raw, model.tokenizer)
+            model.attach(titles)
+            if lora:
+                model.enable_lora(lora_settings())
+            data = RecLMData(sequences, titles, genres, model.format, MostPopular(sequences, 12), num_examples=4,
+                             list_length=3, max_history=3, seed=0)
+            model.train()
+            assert any(getattr(m, "gradient_checkpointing", False) for m in model.llm.modules()) is checkpointing
+            _, loss = model(**data.__getitems__(range(4)))
+            loss.backward()
+            results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}))
+    for plain, recomputed in zip(results[:2], results[2:]):
+        assert plain[0] == pytest.approx(recomputed[0], abs=1e-6)
+        assert plain[1].keys() == recomputed[1].keys()
+        assert all(torch.allclose(plain[1][n], recomputed[1][n], atol=1e-6) for n in plain[1])
+
+
 class _Rows:
     """A minimal evaluator: histories, targets, ks and evaluate_ranked over every row at once."""
 

@@ -13,6 +13,8 @@ up to the first eos) and finds whether the last ``<SOI>`` is still open:
   allowed only while fewer of its subtree's items have been named than it holds (RecLM-cgen keeps
   the same per-node visit counts). A span whose every continuation is used up raises ValueError,
   never a silent fall-back to free text.
+* **excluded items** (``excluded``, one list per prompt, e.g. the user's history) count as named
+  from the start, so no span names them.
 
 ``item_count`` turns on list mode (RecLM-gen's "recommend n items" answers, and untuned models
 that never open a span by themselves): the answer is forced to be exactly ``item_count`` spans
@@ -26,6 +28,8 @@ Shapes: R rows (batch x beams), L prompt + generated length, V vocabulary, M tri
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from transformers import LogitsProcessor
@@ -74,12 +78,16 @@ class SpanLogitsProcessor(LogitsProcessor):
         eos_token_id: the end of generation (rows after it are left alone); required in list mode.
         item_count: list mode with exactly this many items (see the module docstring); ``None``: free.
         separator_id: the token between items in list mode (e.g. the newline token).
+        excluded: per prompt, items never to name (e.g. the user's history), counted as named from the
+            start; rows of one prompt (beams, returned sequences) are consecutive, as ``generate`` lays
+            them out. ``None``: none.
     """
 
     supports_continuous_batching = False
 
     def __init__(self, title_trie: TitleTrie, prompt_length: int, eos_token_id: int | None = None,
-                 item_count: int | None = None, separator_id: int | None = None):
+                 item_count: int | None = None, separator_id: int | None = None,
+                 excluded: Sequence[Sequence[int]] | None = None):
         if not isinstance(title_trie, TitleTrie) or len(title_trie) == 0:
             raise ValueError(f"SpanLogitsProcessor needs a non-empty TitleTrie, got {title_trie!r}")
         if prompt_length < 0:
@@ -92,6 +100,9 @@ class SpanLogitsProcessor(LogitsProcessor):
                 raise ValueError("SpanLogitsProcessor list mode (item_count) needs eos_token_id and separator_id")
         self.title_trie, self.prompt_length, self.eos_token_id = title_trie, prompt_length, eos_token_id
         self.item_count, self.separator_id = item_count, separator_id
+        items = len(title_trie.item_nodes)
+        self.excluded = None if excluded is None else [sorted({int(i) for i in row if 0 < int(i) < items})
+                                                       for row in excluded]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """Returns a new FloatTensor [R, V]: ``scores`` where allowed, -inf elsewhere (see the class docstring).
@@ -105,11 +116,19 @@ class SpanLogitsProcessor(LogitsProcessor):
                              f"prompt_length {self.prompt_length}; left-pad prompts to prompt_length")
         tt = self.title_trie
         states = span_states(input_ids[:, self.prompt_length:], tt, self.eos_token_id)
+        excluded = [[] for _ in states]  # per row: items no span may name, besides those the answer named
+        if self.excluded:
+            if len(states) % len(self.excluded):
+                raise ValueError(f"SpanLogitsProcessor got {len(states)} rows for {len(self.excluded)} prompts' "
+                                 "excluded items; give one list per prompt")
+            group = len(states) // len(self.excluded)
+            excluded = [self.excluded[r // group] for r in range(len(states))]
         vocab = scores.shape[-1]
         allowed = torch.ones(scores.shape, dtype=torch.bool, device=scores.device)
         in_span = [r for r, (done, span, _, _) in enumerate(states) if not done and span is not None]
         if in_span:
-            allowed[in_span] = self._span_mask(in_span, states, vocab)
+            allowed[in_span] = self._span_mask(in_span, [(states[r][1], states[r][2] + excluded[r]) for r in in_span],
+                                               vocab)
         for r, (done, span, items, last) in enumerate(states):
             if done or span is not None:
                 continue
@@ -118,15 +137,16 @@ class SpanLogitsProcessor(LogitsProcessor):
                           else self.separator_id if last == tt.eoi_id else tt.soi_id)
                 allowed[r] = False
                 allowed[r, forced] = True
-            elif len(set(items)) >= len(tt):
+            elif len(set(items + excluded[r])) >= len(tt):
                 allowed[r, tt.soi_id] = False
         return scores.masked_fill(~allowed, float("-inf"))
 
-    def _span_mask(self, rows: list[int], states, vocab: int) -> torch.Tensor:
-        """BoolTensor [len(rows), V]: the trie children of each open span minus used-up items."""
+    def _span_mask(self, rows: list[int], spans_used, vocab: int) -> torch.Tensor:
+        """BoolTensor [len(rows), V]: the trie children of each open span minus used-up items
+        (``spans_used``: per row, its open span's tokens and the items it may no longer name)."""
         tt, trie = self.title_trie, self.title_trie.trie
         device = trie.device
-        spans = [states[r][1] for r in rows]
+        spans = [span for span, _ in spans_used]
         width = max(map(len, spans), default=0)
         padded = torch.zeros(len(rows), width, dtype=torch.long)
         lengths = torch.tensor([len(s) for s in spans])
@@ -139,7 +159,7 @@ class SpanLogitsProcessor(LogitsProcessor):
         allowed = trie.allowed_mask(nodes, vocab)
         # Named items: count them on every node of their path, row by row.
         used = torch.zeros(len(rows), trie.num_nodes, dtype=torch.long, device=device)
-        owners = [(i, item) for i, r in enumerate(rows) for item in set(states[r][2])]
+        owners = [(i, item) for i, (_, used_items) in enumerate(spans_used) for item in set(used_items)]
         if owners:
             who = torch.tensor([i for i, _ in owners], device=device)
             paths = tt.item_nodes[torch.tensor([item for _, item in owners], device=device)]  # [U, C]
@@ -153,7 +173,7 @@ class SpanLogitsProcessor(LogitsProcessor):
         empty = ~allowed.any(dim=1)
         if empty.any():
             i = int(empty.nonzero()[0])
-            reason = "left the trie" if nodes[i] < 0 else "has every continuation named already in this answer"
+            reason = "left the trie" if nodes[i] < 0 else "has every continuation named already in this answer or excluded"
             raise ValueError(f"SpanLogitsProcessor: row {rows[i]}'s open item span {spans[i]} {reason}, so no token "
                              "is allowed; check prompt_length and that the answer asks for fewer items than the "
                              "catalogue holds")

@@ -61,7 +61,7 @@ def _map(model, answer: Sequence[int], matcher) -> tuple[list[int], list[int]]:
 
 
 def evaluate_answers(model, evaluator, teacher=None, constrained: bool | None = None, matcher=None,
-                     accelerator=None) -> dict[str, float]:
+                     accelerator=None, exclude_history: bool = False) -> dict[str, float]:
     """Ranking metrics and RecLM-gen's answer metrics of ``model`` on ``evaluator``'s rows (module docstring).
 
     Args:
@@ -71,6 +71,8 @@ def evaluate_answers(model, evaluator, teacher=None, constrained: bool | None = 
         constrained: decode with the span constraint (default: the model's setting).
         matcher: maps an entry's text to an item index or ``None`` (default: exact titles only).
         accelerator: passed to ``evaluate_ranked``.
+        exclude_history: constrained decoding never names an item of the row's history (then
+            ``InHistoryRate`` is 0 by construction; like masking the history for a scoring model).
     """
     n = model.settings["list_length"]
     width = max(max(evaluator.ks), n)
@@ -78,7 +80,7 @@ def evaluate_answers(model, evaluator, teacher=None, constrained: bool | None = 
     per_answer = []
 
     def recommend(users, histories):
-        _, answers = model.recommend_lists(histories, n, constrained)
+        _, answers = model.recommend_lists(histories, n, constrained, exclude_history)
         ranks = teacher_ranks(teacher, histories) if teacher is not None else None
         ranked = torch.full((len(histories), width), -1, dtype=torch.long)
         for b, (history, answer) in enumerate(zip(histories, answers)):

@@ -40,7 +40,7 @@ from genrec.decoding.span_constraints import SpanLogitsProcessor
 from genrec.decoding.span_loss import scope_mask_loss
 from genrec.decoding.title_trie import EOI, SOI, TitleTrie, add_span_tokens
 from genrec.io import atomic_folder, atomic_write_text
-from genrec.llm.finetune import causal_lm_loss
+from genrec.llm.finetune import causal_lm_loss, enable_activation_checkpointing
 from genrec.llm.lora import apply_lora
 from genrec.llm.pretrained import BUNDLED_LLM, load_causal_lm, load_tokenizer
 from genrec.llm.reclm_tasks import reclm_instruction
@@ -71,6 +71,8 @@ class RecLM(Recommender):
         tokens_per_item: generation budget per item when unconstrained.
         noun: what an item is called in prompts (``movie`` for MovieLens).
         adapter: a saved LoRA adapter folder (with tokenizer) over ``pretrained_path``.
+        gradient_checkpointing: recompute activations in the backward pass (training memory; not saved
+            with the model).
     """
 
     generative = True
@@ -78,7 +80,8 @@ class RecLM(Recommender):
     def __init__(self, pretrained_path: str = BUNDLED_LLM, dtype: str = "float32", span_tokens: bool = True,
                  constrained: bool = True, scope_mask: bool = True, focal_gamma: float = 0.0,
                  system_prompt: str | None = None, max_length: int = 768, max_history: int = 20,
-                 list_length: int = 10, tokens_per_item: int = 16, noun: str = "item", adapter: str | None = None):
+                 list_length: int = 10, tokens_per_item: int = 16, noun: str = "item", adapter: str | None = None,
+                 gradient_checkpointing: bool = False):
         super().__init__()
         if (constrained or scope_mask) and not span_tokens:
             raise ValueError("RecLM.constrained and RecLM.scope_mask need span_tokens = True (the constraint lives "
@@ -96,6 +99,9 @@ class RecLM(Recommender):
             self.tokenizer = load_tokenizer(str(adapter))
             self.llm.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
             self.llm = PeftModel.from_pretrained(self.llm, adapter)
+        self.gradient_checkpointing = gradient_checkpointing
+        if gradient_checkpointing:
+            enable_activation_checkpointing(self.llm)
         if span_tokens:
             add_span_tokens(self.tokenizer, self.llm)
         self.format = PromptFormat(self.tokenizer, system_prompt, max_length)
@@ -128,7 +134,8 @@ class RecLM(Recommender):
         rows = None
         if self.settings["span_tokens"]:
             rows = [self.tokenizer.convert_tokens_to_ids(SOI), self.tokenizer.convert_tokens_to_ids(EOI)]
-        self.llm = apply_lora(self.llm, settings, trainable_token_indices=rows, task_type="CAUSAL_LM")
+        self.llm = apply_lora(self.llm, settings, trainable_token_indices=rows, task_type="CAUSAL_LM",
+                              gradient_checkpointing=self.gradient_checkpointing)
         self.settings["lora"] = dict(settings)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -159,7 +166,8 @@ class RecLM(Recommender):
     @torch.inference_mode()
     def generate_answers(self, instructions: Sequence[str], constrained: bool | None = None,
                          item_count: int | None = None, max_new_tokens: int | None = None,
-                         num_beams: int = 1, num_return_sequences: int = 1) -> list[list[int]]:
+                         num_beams: int = 1, num_return_sequences: int = 1,
+                         excluded: Sequence[Sequence[int]] | None = None) -> list[list[int]]:
         """Generated token ids of each instruction's answer (greedy, or beam search with ``num_beams``).
 
         Args:
@@ -168,6 +176,7 @@ class RecLM(Recommender):
             item_count: list mode of the constraint (exactly this many spans, one per line).
             max_new_tokens: budget (default: enough for ``item_count`` or ``list_length`` items).
             num_beams, num_return_sequences: beam search; answers come back B x num_return_sequences.
+            excluded: per instruction, items the constraint never lets a span name (e.g. the history).
         """
         constrained = self.settings["constrained"] if constrained is None else constrained
         if constrained:
@@ -188,7 +197,7 @@ class RecLM(Recommender):
         processors = LogitsProcessorList()
         if constrained:
             processors.append(SpanLogitsProcessor(self.title_trie, input_ids.shape[1], self.tokenizer.eos_token_id,
-                                                  item_count, self.separator_id))
+                                                  item_count, self.separator_id, excluded))
         config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
                                   num_return_sequences=num_return_sequences, pad_token_id=self.tokenizer.pad_token_id,
                                   eos_token_id=self.tokenizer.eos_token_id)
@@ -214,13 +223,16 @@ class RecLM(Recommender):
         """The item whose title is exactly ``entry`` (ignoring case and outer spaces), else -1."""
         return self._exact.get(entry.strip().casefold(), -1)
 
-    def recommend_lists(self, histories: Sequence[np.ndarray], n: int | None = None,
-                        constrained: bool | None = None) -> tuple[list[list[int]], list[list[int]]]:
-        """Per history: the answer's items (-1 for an entry that is no catalogue title) and its token ids."""
+    def recommend_lists(self, histories: Sequence[np.ndarray], n: int | None = None, constrained: bool | None = None,
+                        exclude_history: bool = False) -> tuple[list[list[int]], list[list[int]]]:
+        """Per history: the answer's items (-1 for an entry that is no catalogue title) and its token ids.
+        ``exclude_history`` (constrained decoding only): no span names an item of the user's whole history."""
         n = n or self.settings["list_length"]
         constrained = self.settings["constrained"] if constrained is None else constrained
         instructions = [self.instruction(h, "sequential", n) for h in histories]
-        answers = self.generate_answers(instructions, constrained, item_count=n if constrained else None)
+        excluded = [[int(i) for i in h if int(i) > 0] for h in histories] if exclude_history else None
+        answers = self.generate_answers(instructions, constrained, item_count=n if constrained else None,
+                                        excluded=excluded)
         return [[self.entry_item(e) for e in self.answer_entries(a)] for a in answers], answers
 
     @torch.inference_mode()

@@ -69,7 +69,8 @@ def test_streamed_file_is_plain_safetensors(tmp_path):
 
     w = torch.randn(4, 3)
     tensors = {"w": w, "tied": w, "strided": torch.randn(3, 5).t().contiguous(), "ids": torch.arange(7),
-               "mask": torch.tensor([True, False, True]), "half": torch.randn(3).bfloat16(), "byte": torch.arange(5, dtype=torch.uint8),
+               "mask": torch.tensor([True, False, True]), "half": torch.randn(3).bfloat16(),
+               "byte": torch.arange(5, dtype=torch.uint8),
                "empty": torch.empty(0, 4), "scalar": torch.tensor(2.5, dtype=torch.float64)}
     write_safetensors(tmp_path / "s.safetensors", tensors, {"note": "x"})
     loaded = load_file(str(tmp_path / "s.safetensors"))

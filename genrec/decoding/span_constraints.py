@@ -173,7 +173,8 @@ class SpanLogitsProcessor(LogitsProcessor):
         empty = ~allowed.any(dim=1)
         if empty.any():
             i = int(empty.nonzero()[0])
-            reason = "left the trie" if nodes[i] < 0 else "has every continuation named already in this answer or excluded"
+            reason = ("left the trie" if nodes[i] < 0
+                      else "has every continuation named already in this answer or excluded")
             raise ValueError(f"SpanLogitsProcessor: row {rows[i]}'s open item span {spans[i]} {reason}, so no token "
                              "is allowed; check prompt_length and that the answer asks for fewer items than the "
                              "catalogue holds")

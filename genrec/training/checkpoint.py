@@ -43,7 +43,8 @@ _DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", tor
            torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2"}
 
 
-def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor],
+                      metadata: dict[str, str] | None = None) -> None:
     """Writes ``tensors`` (CPU, contiguous) and string ``metadata`` to ``path`` in the safetensors format,
     one tensor at a time: no copy of the tensors is made, and tensors sharing memory (tied weights) are
     simply written twice. Readable by ``safetensors.torch.load_file``; not atomic (see :func:`save_tensors`)."""

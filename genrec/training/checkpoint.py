@@ -200,9 +200,9 @@ def load_trainable_file(model: torch.nn.Module, path: str | Path) -> dict[str, A
     """:func:`load_trainable_state` from a :func:`save_tensors` file, one tensor at a time: the file is read
     once to check its checksum, then again to copy each tensor into the model, so loading costs the
     largest tensor's memory, not a second copy of the model. Returns the file's metadata."""
-    meta = _read(path, lambda key, value: None)  # missing, corrupt or altered: refused before anything changes
-    with safe_open(str(path), framework="pt") as f:
-        _check_names(model, set(f.keys()), str(path))
+    names: set[str] = set()
+    meta = _read(path, lambda key, value: names.add(key))  # missing, corrupt or altered: refused before any change
+    _check_names(model, names, str(path))
     state = model.state_dict()
     with torch.no_grad():
         _read(path, lambda key, value: state[key].copy_(value), check=False)

@@ -20,9 +20,11 @@ catalogue title), RepeatRate, InHistoryRate, CorrectCount (answer has exactly 10
   the debug SASRec when ``runs/sasrec/ml100k_debug/model`` exists, else popularity (reported).
 * ``random``: ten distinct random items per user (seeded).
 
-``--exclude-history`` adds ``<row>_cgen_nohist``: cgen whose spans never name an item of the user's
-history (``evaluate_answers(exclude_history=True)``), the counterpart of masking the history for a
-scoring model; MovieLens test targets are never in the history.
+``--variants`` picks the decodings evaluated per model: ``plain`` (``<model>``), ``cgen``
+(``<model>_cgen``) and ``cgen_nohist`` (``<model>_cgen_nohist``: cgen whose spans never name an item of
+the user's history, ``evaluate_answers(exclude_history=True)``, the counterpart of masking the history
+for a scoring model; MovieLens test targets are never in the history). With ``cgen_nohist``, the
+``random_nohist`` row draws its ten items outside each user's history.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from genrec.models.reclm import RecLM  # noqa: E402
 from genrec.training import experiment  # noqa: E402
 from trainer_run import run_trainer  # noqa: E402  (benchmarks/, this script's folder)
 
+VARIANTS = {"plain": (False, False), "cgen": (True, False), "cgen_nohist": (True, True)}  # constrained, no history
 KEEP = ("recall@10", "ndcg@10", "NonExistRate", "ExactNonExistRate", "RepeatRate", "InHistoryRate", "CorrectCount")
 
 
@@ -61,8 +64,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default="untuned,sft", help="which of untuned,sft to evaluate")
-    parser.add_argument("--exclude-history", action="store_true",
-                        help="also rows with cgen that never names an item of the user's history (<row>_cgen_nohist)")
+    parser.add_argument("--variants", default="plain,cgen",
+                        help=f"comma-separated decodings per model, any of {','.join(VARIANTS)}")
     parser.add_argument("--cache", default="runs/bench/reclm_rows.json",
                         help="finished rows, keyed by model and users; a rerun reuses them (delete to recompute)")
     args = parser.parse_args()
@@ -70,7 +73,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     result = {"benchmark": "reclm", "dataset": "ml-100k", "split": "loo test", "users": args.users,
               "list_length": 10, "threads": torch.get_num_threads()}
-    models = args.models.split(",")
+    models, variants = args.models.split(","), args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"--variants: unknown {unknown}; use any of {','.join(VARIANTS)}")
     sft_dir = REPO / args.sft_run
     if "sft" in models and not (sft_dir / "model").is_dir():
         sft_metrics, wall = run_trainer("reclm", args.sft_config, sft_dir)  # threads: OMP_NUM_THREADS
@@ -97,8 +103,9 @@ def main() -> None:
                 raise SystemExit(f"{sft_dir / 'model'} was trained on other titles than ml-100k's; retrain it")
         else:
             model = untuned
-        for constrained, exclude in [(False, False), (True, False)] + [(True, True)] * args.exclude_history:
-            key = f"{name}{'_cgen' if constrained else ''}{'_nohist' if exclude else ''}"
+        for variant in variants:
+            constrained, exclude = VARIANTS[variant]
+            key = name if variant == "plain" else f"{name}_{variant}"
             cache_key = f"{key}|{args.sft_run if name == 'sft' else BUNDLED_LLM}|users={args.users}"
             if cache_key not in cache:
                 start = time.perf_counter()
@@ -115,12 +122,20 @@ def main() -> None:
             print(f"{key}: {rows[key]}", file=sys.stderr, flush=True)
     rng = np.random.default_rng(args.seed)
 
-    def random_lists(users, histories):
-        return torch.as_tensor(np.stack([rng.choice(np.arange(1, exp.num_items + 1), 20, replace=False)
-                                         for _ in histories]))
+    def random_lists(exclude):
+        def draw(users, histories):
+            lists = []
+            for history in histories:
+                pool = np.arange(1, exp.num_items + 1)
+                if exclude:
+                    pool = np.setdiff1d(pool, np.asarray(history))
+                lists.append(rng.choice(pool, 20, replace=False))
+            return torch.as_tensor(np.stack(lists))
+        return draw
 
-    random_metrics = evaluator.evaluate_ranked(random_lists)
-    rows["random"] = {k: round(float(random_metrics[k]), 4) for k in ("recall@10", "ndcg@10")}
+    for key, exclude in [("random", False)] + [("random_nohist", True)] * ("cgen_nohist" in variants):
+        random_metrics = evaluator.evaluate_ranked(random_lists(exclude))
+        rows[key] = {k: round(float(random_metrics[k]), 4) for k in ("recall@10", "ndcg@10")}
     result["rows"] = rows
     result["note"] = (f"SFT of {args.sft_run} ({record.get('steps')} steps) and {args.users} users on CPU: figures are "
                       "noisy (one hit = 1/users of Recall@10); not a full-recipe result")

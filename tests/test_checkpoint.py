@@ -106,3 +106,31 @@ def test_load_trainable_file_streams_into_the_model_and_refuses_bad_files(tmp_pa
         load_trainable_file(torch.nn.Linear(4, 3), tmp_path / "best.safetensors")
     with pytest.raises(FileNotFoundError):
         load_trainable_file(other, tmp_path / "missing.safetensors")
+
+
+def test_reader_takes_files_safetensors_wrote_and_refuses_truncated_or_inconsistent_ones(tmp_path):
+    """load_tensors reads the format itself (no memory map): a file from safetensors' own writer loads
+    with every dtype and shape; a cut file, or a header whose offsets do not fit, is named corrupt."""
+    import json
+
+    from safetensors.torch import save_file
+
+    tensors = {"w": torch.randn(4, 3), "ids": torch.arange(7), "mask": torch.tensor([True, False]),
+               "half": torch.randn(3).bfloat16(), "empty": torch.empty(0, 2), "scalar": torch.tensor(1.5)}
+    save_file(tensors, str(tmp_path / "theirs.safetensors"), metadata={"genrec": json.dumps({"k": 2})})
+    loaded, meta = load_tensors(tmp_path / "theirs.safetensors")
+    assert meta == {"k": 2} and set(loaded) == set(tensors)
+    for key, value in tensors.items():
+        assert loaded[key].dtype == value.dtype and torch.equal(loaded[key], value)
+    save_tensors(tmp_path / "ours.safetensors", {"a": torch.randn(64)})
+    raw = (tmp_path / "ours.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(raw[:-8])
+    with pytest.raises(ValueError, match="corrupt.*inside the file"):
+        load_tensors(tmp_path / "cut.safetensors")
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + length])
+    header["a"]["shape"] = [65]
+    encoded = json.dumps(header).encode()
+    (tmp_path / "shape.safetensors").write_bytes(len(encoded).to_bytes(8, "little") + encoded + raw[8 + length:])
+    with pytest.raises(ValueError, match="corrupt.*do not hold"):
+        load_tensors(tmp_path / "shape.safetensors")

@@ -35,6 +35,7 @@ from genrec.augment import cache_path  # noqa: E402
 from genrec.config import parse_gin  # noqa: E402
 from genrec.llm import BUNDLED_LLM  # noqa: E402
 from genrec.models.content import ContentRecommender  # noqa: E402
+from genrec.progress import quiet_library_bars  # noqa: E402
 from genrec.trainers.content_trainer import train_content  # noqa: E402
 
 KEYS = {"full": ("ndcg@10", "recall@10", "mrr@10", "ndcg@20", "recall@20"),
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--allow-missing", action="store_true", help="run with a partial description cache")
     parser.add_argument("--run-dir", default=None, help="default: a fresh temporary folder")
     args = parser.parse_args()
+    quiet_library_bars()  # no weight-loading bars in a redirected log
 
     os.chdir(REPO)
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="augment-benchmark-"))

@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from genrec.data import load_dataset  # noqa: E402
 from genrec.models.lcrec import LCRec  # noqa: E402
+from genrec.progress import quiet_library_bars  # noqa: E402
 
 
 def _hf(model: LCRec, prompts: dict, num_beams: int, prefix_fn: bool):
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--beams", type=int, default=20)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    quiet_library_bars()  # no weight-loading bars in a redirected log
 
     interactions, catalog = load_dataset("ml-100k")
     if args.model:

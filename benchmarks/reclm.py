@@ -48,6 +48,7 @@ from genrec.io import atomic_write_text  # noqa: E402
 from genrec.llm.pretrained import BUNDLED_LLM  # noqa: E402
 from genrec.llm.tasks import item_title  # noqa: E402
 from genrec.models.reclm import RecLM  # noqa: E402
+from genrec.progress import quiet_library_bars  # noqa: E402
 from genrec.training import experiment  # noqa: E402
 from trainer_run import run_trainer  # noqa: E402  (benchmarks/, this script's folder)
 
@@ -69,6 +70,7 @@ def main() -> None:
     parser.add_argument("--cache", default="runs/bench/reclm_rows.json",
                         help="finished rows, keyed by model and users; a rerun reuses them (delete to recompute)")
     args = parser.parse_args()
+    quiet_library_bars()  # no weight-loading bars in a redirected log
     if args.threads:
         torch.set_num_threads(args.threads)
     result = {"benchmark": "reclm", "dataset": "ml-100k", "split": "loo test", "users": args.users,

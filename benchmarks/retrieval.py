@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from genrec.config import parse_gin  # noqa: E402
+from genrec.progress import quiet_library_bars  # noqa: E402
 from genrec.retrieval.encoder import RetrievalEncoder  # noqa: E402
 from genrec.retrieval.evaluate import encoder_evaluator  # noqa: E402
 from genrec.retrieval.index import InnerProductIndex  # noqa: E402
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--gin", action="append", default=[])
     args = parser.parse_args()
+    quiet_library_bars()  # no weight-loading bars in a redirected log
     if args.threads:
         torch.set_num_threads(args.threads)
     os.chdir(REPO)

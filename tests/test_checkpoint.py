@@ -129,8 +129,9 @@ def test_reader_takes_files_safetensors_wrote_and_refuses_truncated_or_inconsist
         load_tensors(tmp_path / "cut.safetensors")
     length = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8:8 + length])
-    header["a"]["shape"] = [65]
-    encoded = json.dumps(header).encode()
-    (tmp_path / "shape.safetensors").write_bytes(len(encoded).to_bytes(8, "little") + encoded + raw[8 + length:])
-    with pytest.raises(ValueError, match="corrupt.*do not hold"):
-        load_tensors(tmp_path / "shape.safetensors")
+    for shape in ([65], [10 ** 12], [-64]):  # refused before any allocation, however large the claim
+        header["a"]["shape"] = shape
+        encoded = json.dumps(header).encode()
+        (tmp_path / "shape.safetensors").write_bytes(len(encoded).to_bytes(8, "little") + encoded + raw[8 + length:])
+        with pytest.raises(ValueError, match="corrupt.*do not hold"):
+            load_tensors(tmp_path / "shape.safetensors")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -122,10 +123,10 @@ def _read_tensor(handle, key: str, entry: dict[str, Any], base: int, size: int) 
     """One tensor of a safetensors body, read into fresh memory; checks its offsets against the file."""
     dtype, shape = _DTYPE_OF[entry["dtype"]], [int(n) for n in entry["shape"]]
     start, end = (int(n) for n in entry["data_offsets"])
-    value = torch.empty(shape, dtype=dtype)
-    nbytes = value.numel() * value.element_size()
-    if end - start != nbytes or start < 0 or base + end > size:
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    if min(shape, default=0) < 0 or end - start != nbytes or start < 0 or base + end > size:
         raise ValueError(f"tensor {key!r}: offsets {start}-{end} do not hold {nbytes} bytes inside the file")
+    value = torch.empty(shape, dtype=dtype)  # allocated only once the file is known to hold it
     if nbytes:
         handle.seek(base + start)
         if handle.readinto(value.reshape(-1).view(torch.uint8).numpy()) != nbytes:

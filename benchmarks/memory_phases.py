@@ -29,6 +29,7 @@ import time
 
 FIELDS = {"VmRSS": "rss_mib", "RssAnon": "anon_mib", "RssFile": "file_mib"}
 COUNT = re.compile(r"\s+\d+/\d+.*$")
+WARNING = re.compile(r"^\S+:\d+: ")
 
 
 def status(pid: int) -> dict[str, int] | None:
@@ -48,8 +49,10 @@ def status(pid: int) -> dict[str, int] | None:
 
 def label(line: str) -> str | None:
     """The phase a stderr line announces: its text before the first ':' (counts removed); None for other lines."""
+    if line[:1].isspace() or WARNING.match(line):  # continuation lines, "file.py:12: SomeWarning: ..."
+        return None
     head, sep, _ = line.strip().partition(":")
-    if not sep or not head or len(head) > 120 or head.startswith(("Traceback", "File ", "  ")):
+    if not sep or not head or len(head) > 120 or head.startswith("Traceback"):
         return None
     if head == "genrec":  # announce(): "genrec: <step>: ..."
         head = "genrec: " + line.strip().split(":")[1].strip()
@@ -75,8 +78,11 @@ def main() -> None:
               "threads": threads or os.environ.get("OMP_NUM_THREADS") or f"default ({os.cpu_count()} cores)"}
     log = open(args.log, "w") if args.log else None
     start = time.perf_counter()
-    child = subprocess.Popen(command, stdout=log or subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             errors="replace")
+    try:
+        child = subprocess.Popen(command, stdout=log or subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                 errors="replace")
+    except OSError as err:
+        raise SystemExit(f"memory_phases: cannot start {command[0]!r} ({err.strerror}); check the command after --")
     phase = ["start"]
     peaks: dict[str, dict[str, int]] = {}
 

@@ -30,6 +30,13 @@ def test_labels_are_the_announced_phase_without_counts():
     assert phases.label("evaluating test: 60/100 users (60%)") == "evaluating test"
     assert phases.label("genrec: semantic IDs: building runs/rqvae") == "genrec: semantic IDs"
     assert phases.label("  File \"x.py\", line 3") is None and phases.label("no colon here") is None
+    assert phases.label("/venv/lib/trainer.py:235: FutureWarning: deprecated") is None
+
+
+def test_a_command_that_cannot_start_is_one_clear_error():
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks/memory_phases.py"), "--", "no-such-program-x"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "cannot start 'no-such-program-x'" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_a_child_that_allocates_shows_it_in_the_phase_it_announced(tmp_path):

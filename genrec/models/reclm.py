@@ -230,9 +230,8 @@ class RecLM(Recommender):
         n = n or self.settings["list_length"]
         constrained = self.settings["constrained"] if constrained is None else constrained
         instructions = [self.instruction(h, "sequential", n) for h in histories]
-        excluded = [[int(i) for i in h if int(i) > 0] for h in histories] if exclude_history else None
         answers = self.generate_answers(instructions, constrained, item_count=n if constrained else None,
-                                        excluded=excluded)
+                                        excluded=histories if exclude_history else None)  # padding 0 is ignored there
         return [[self.entry_item(e) for e in self.answer_entries(a)] for a in answers], answers
 
     @torch.inference_mode()

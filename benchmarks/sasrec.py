@@ -4,6 +4,8 @@
     python benchmarks/sasrec.py --dataset ml-100k --run-peer --same-split # ... ours trained on RecBole's exact split
     python benchmarks/sasrec.py --dataset ml-1m --run-peer --peer-epochs 1 --equal-wall   # ours given the peer's training time
     python benchmarks/sasrec.py --dataset ml-100k --peer-json peer.jsonl  # ours against a recorded peer line
+    python benchmarks/sasrec.py --dataset ml-100k --seeds 2020 2021 2022 --peer-json p2020.jsonl \
+        --peer-json p2021.jsonl --peer-json p2022.jsonl --split-dataset recbole:DIR   # 3 seeds: means, ratios of means
     python benchmarks/sasrec.py --dataset ml-100k                         # ours only
 
 Protocol (identical to the peer run): leave-one-out by timestamp (valid = second-last, test = last),
@@ -102,16 +104,105 @@ def compare(ours: dict, peer: dict) -> dict:
     return out
 
 
+def read_peers(files: list[str], dataset: str) -> dict[int, dict]:
+    """The peer line of each ``--peer-json`` file, by seed (one file per seed)."""
+    peers = {}
+    for name in files:
+        try:
+            peer = parse_peer_line(Path(name).read_text(encoding="utf-8"), name, dataset)
+        except (OSError, ValueError) as error:
+            sys.exit(f"sasrec benchmark: {error}")
+        if peer["seed"] in peers:
+            sys.exit(f"sasrec benchmark: two --peer-json files hold the peer's seed {peer['seed']}; pass one per seed")
+        peers[peer["seed"]] = {**peer, "source": name}
+    return peers
+
+
+def run_seed(args: argparse.Namespace, seed: int, peer: dict | None, run_dir: str) -> dict:
+    """One seed of ours (after the peer with ``--run-peer``): the benchmark's JSON record for that seed."""
+    split_dataset = args.split_dataset
+    if args.run_peer:
+        split_out = str(Path(run_dir).resolve() / "recbole_split") if args.same_split else None
+        peer = {**run_peer(args.dataset, seed, args.peer_epochs, args.threads, split_out),
+                "source": "run in this invocation"}
+        if split_out:
+            split_dataset = f"recbole:{split_out}"
+    os.chdir(REPO)
+    torch.set_num_threads(args.threads)
+    data = [f"experiment.dataset = {split_dataset!r}"] if split_dataset else []
+    wall = [f"fit.max_train_seconds = {float(peer['train_seconds'])}"] if args.equal_wall else []
+    bindings = [f"train_sasrec.run_dir = {run_dir!r}", f"train_sasrec.seed = {seed}", *data, *args.gin, *wall]
+    parse_gin([args.config or CONFIGS[args.dataset]], bindings)
+    before, cpu = [round(x, 2) for x in os.getloadavg()], time.process_time()
+    metrics = train_sasrec()
+    cpu, after = time.process_time() - cpu, [round(x, 2) for x in os.getloadavg()]
+
+    parse_gin([], [f"experiment.dataset = {split_dataset or args.dataset!r}"])
+    exp = experiment()
+    pop = MostPopular(exp.split.train, exp.num_items)
+    popular = exp.evaluators["test"](lambda users, histories: pop.score(histories))
+
+    out = {
+        "benchmark": "sasrec", "dataset": args.dataset, "split_dataset": split_dataset,
+        "split": metrics["split"], "protocol": metrics["protocol"],
+        "seed": metrics["seed"], "fingerprint": metrics["fingerprint"],
+        **{k: round(metrics["test"][k], 4) for k in KEYS},
+        "valid_ndcg@10": round(metrics["valid"]["ndcg@10"], 4),
+        "epochs": metrics["epochs"], "best_epoch": metrics["best_epoch"],
+        "train_seconds": metrics["train_seconds"], "eval_seconds": metrics["eval_seconds"],
+        "cpu_seconds": round(cpu, 2),  # this process, the whole train_sasrec call (data, training, validation, test)
+        "threads": torch.get_num_threads(), "loadavg_before": before, "loadavg_after": after,
+        "peak_rss_mib": metrics["peak_rss_mib"], "most_popular_ndcg@10": round(popular["ndcg@10"], 4),
+        "config": args.config or CONFIGS[args.dataset], "bindings": args.gin + wall,
+        "stopped_by_time": metrics.get("stopped_by_time", False),
+    }
+    if peer is not None:
+        source = peer.pop("source")
+        out["recbole"] = peer
+        out["recbole_source"] = source
+        out["same_seed_as_recbole"] = peer["seed"] == metrics["seed"]
+        out.update(compare(out, peer))
+    return out
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Several seeds: each seed's record under ``per_seed``, the means of ours (and of the peer's), and the
+    ratios of the means, which the 3-seed target is stated in."""
+    mean = lambda values: round(sum(values) / len(values), 4)  # noqa: E731
+    first = rows[0]
+    out = {"benchmark": "sasrec", "dataset": first["dataset"], "split_dataset": first["split_dataset"],
+           "split": first["split"], "protocol": first["protocol"], "seeds": [r["seed"] for r in rows],
+           "config": first["config"], "bindings": first["bindings"],
+           "mean": {k: mean([r[k] for r in rows]) for k in (*KEYS, "valid_ndcg@10")},
+           "train_seconds": round(sum(r["train_seconds"] for r in rows), 2),
+           "cpu_seconds": round(sum(r["cpu_seconds"] for r in rows), 2),
+           "threads": first["threads"], "loadavg": [r["loadavg_before"] + r["loadavg_after"] for r in rows]}
+    if all("recbole" in r for r in rows):
+        peers = [r["recbole"] for r in rows]
+        out["recbole_mean"] = {k: mean([p[k] for p in peers]) for k in KEYS}
+        out["recbole_train_seconds"] = round(sum(p["train_seconds"] for p in peers), 2)
+        out.update(compare({**out["mean"], "train_seconds": out["train_seconds"]},
+                           {**out["recbole_mean"], "train_seconds": out["recbole_train_seconds"]}))
+        out["ndcg@10_vs_recbole_per_seed"] = [r["ndcg@10_vs_recbole"] for r in rows]
+    out["per_seed"] = rows
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(CONFIGS), default="ml-100k")
     parser.add_argument("--seed", type=int, default=2020, help="ours and the peer's (train_sasrec.seed)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="several seeds, run one after another; prints each seed's record, the means and the "
+                             "ratios of the means (with --peer-json: one file per seed)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, ours and the peer's")
     parser.add_argument("--config", default=None, help="gin file for ours; default config/sasrec/<dataset>.gin")
     parser.add_argument("--gin", action="append", default=[], help="extra binding (repeatable)")
-    parser.add_argument("--run-dir", default=None, help="default: a fresh temporary folder")
+    parser.add_argument("--run-dir", default=None,
+                        help="default: a fresh temporary folder; with --seeds, one sub-folder seed<S> per seed")
     peer_source = parser.add_mutually_exclusive_group()
-    peer_source.add_argument("--peer-json", default=None, help="a file holding the peer's JSON line")
+    peer_source.add_argument("--peer-json", action="append", default=[],
+                             help="a file holding the peer's JSON line (repeatable: one per seed)")
     peer_source.add_argument("--run-peer", action="store_true", help="run the RecBole peer first, in this invocation")
     parser.add_argument("--peer-epochs", type=int, default=None, help="cap the peer's epochs (smoke runs)")
     parser.add_argument("--split-dataset", default=None,
@@ -128,58 +219,18 @@ def main() -> None:
         sys.exit("sasrec benchmark: --equal-wall needs a peer (--run-peer or --peer-json)")
     if args.same_split and (not args.run_peer or args.split_dataset):
         sys.exit("sasrec benchmark: --same-split needs --run-peer and no --split-dataset")
-
-    peer = None
-    if args.peer_json:
-        try:
-            peer = parse_peer_line(Path(args.peer_json).read_text(encoding="utf-8"), args.peer_json, args.dataset)
-        except (OSError, ValueError) as error:
-            sys.exit(f"sasrec benchmark: {error}")
-        if peer["seed"] != args.seed:
-            sys.exit(f"sasrec benchmark: {args.peer_json} holds the peer's seed {peer['seed']}, "
-                     f"not --seed {args.seed}; "
-                     f"pass --seed {peer['seed']} or run the peer with --seed {args.seed}")
-    run_dir = args.run_dir or tempfile.mkdtemp(prefix=f"sasrec-{args.dataset}-")
-    if args.run_peer:
-        split_out = str(Path(run_dir).resolve() / "recbole_split") if args.same_split else None
-        peer = run_peer(args.dataset, args.seed, args.peer_epochs, args.threads, split_out)
-        if split_out:
-            args.split_dataset = f"recbole:{split_out}"
-    os.chdir(REPO)
-    torch.set_num_threads(args.threads)
-    data = [f"experiment.dataset = {args.split_dataset!r}"] if args.split_dataset else []
-    wall = [f"fit.max_train_seconds = {float(peer['train_seconds'])}"] if args.equal_wall else []
-    bindings = [f"train_sasrec.run_dir = {run_dir!r}", f"train_sasrec.seed = {args.seed}", *data, *args.gin, *wall]
-    parse_gin([args.config or CONFIGS[args.dataset]], bindings)
-    before, cpu = [round(x, 2) for x in os.getloadavg()], time.process_time()
-    metrics = train_sasrec()
-    cpu, after = time.process_time() - cpu, [round(x, 2) for x in os.getloadavg()]
-
-    parse_gin([], [f"experiment.dataset = {args.split_dataset or args.dataset!r}"])
-    exp = experiment()
-    pop = MostPopular(exp.split.train, exp.num_items)
-    popular = exp.evaluators["test"](lambda users, histories: pop.score(histories))
-
-    out = {
-        "benchmark": "sasrec", "dataset": args.dataset, "split_dataset": args.split_dataset,
-        "split": metrics["split"], "protocol": metrics["protocol"],
-        "seed": metrics["seed"], "fingerprint": metrics["fingerprint"],
-        **{k: round(metrics["test"][k], 4) for k in KEYS},
-        "valid_ndcg@10": round(metrics["valid"]["ndcg@10"], 4),
-        "epochs": metrics["epochs"], "best_epoch": metrics["best_epoch"],
-        "train_seconds": metrics["train_seconds"], "eval_seconds": metrics["eval_seconds"],
-        "cpu_seconds": round(cpu, 2),  # this process, the whole train_sasrec call (data, training, validation, test)
-        "threads": torch.get_num_threads(), "loadavg_before": before, "loadavg_after": after,
-        "peak_rss_mib": metrics["peak_rss_mib"], "most_popular_ndcg@10": round(popular["ndcg@10"], 4),
-        "config": args.config or CONFIGS[args.dataset], "bindings": args.gin + wall,
-        "stopped_by_time": metrics.get("stopped_by_time", False),
-    }
-    if peer is not None:
-        out["recbole"] = peer
-        out["recbole_source"] = args.peer_json or "run in this invocation"
-        out["same_seed_as_recbole"] = peer["seed"] == metrics["seed"]
-        out.update(compare(out, peer))
-    print(json.dumps(out))
+    seeds = args.seeds or [args.seed]
+    if len(set(seeds)) != len(seeds):
+        sys.exit(f"sasrec benchmark: --seeds {' '.join(map(str, seeds))} repeats a seed")
+    peers = read_peers(args.peer_json, args.dataset)
+    missing = [s for s in seeds if args.peer_json and s not in peers]
+    if missing:
+        sys.exit(f"sasrec benchmark: no --peer-json file holds the peer's seed {missing[0]} (they hold "
+                 f"{sorted(peers)}); pass matching --seed/--seeds or run the peer with --seed {missing[0]}")
+    root = args.run_dir or tempfile.mkdtemp(prefix=f"sasrec-{args.dataset}-")
+    rows = [run_seed(args, seed, peers.get(seed), str(Path(root) / f"seed{seed}") if args.seeds else root)
+            for seed in seeds]
+    print(json.dumps(rows[0] if args.seeds is None else summarise(rows)))
 
 
 if __name__ == "__main__":

@@ -133,3 +133,37 @@ def test_equal_wall_needs_a_peer(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["sasrec.py", "--equal-wall"])
     with pytest.raises(SystemExit, match="--equal-wall needs a peer"):
         bench.main()
+
+
+def seed_row(seed: int, ndcg: float, peer_ndcg: float) -> dict:
+    ours = {key: 0.1 for key in bench.KEYS}
+    ours.update({"ndcg@10": ndcg, "valid_ndcg@10": 0.07, "train_seconds": 100.0, "cpu_seconds": 90.0})
+    peer = peer_record(seed=seed, **{"ndcg@10": peer_ndcg, "train_seconds": 1000.0})
+    row = {"dataset": "ml-100k", "split_dataset": None, "split": "loo", "protocol": "full", "seed": seed,
+           "config": "c.gin", "bindings": [], "threads": 1, "loadavg_before": [1.0] * 3, "loadavg_after": [2.0] * 3,
+           **ours, "recbole": peer}
+    return {**row, **bench.compare(row, peer)}
+
+
+def test_summarise_means_and_ratio_of_means():
+    out = bench.summarise([seed_row(2020, 0.06, 0.05), seed_row(2021, 0.07, 0.07)])
+    assert out["seeds"] == [2020, 2021] and out["mean"]["ndcg@10"] == 0.065
+    assert out["recbole_mean"]["ndcg@10"] == 0.06
+    assert out["ndcg@10_vs_recbole"] == round(0.065 / 0.06, 3)  # the ratio of the means, not the mean of ratios
+    assert out["ndcg@10_vs_recbole_per_seed"] == [1.2, 1.0]
+    assert out["time_fraction_of_recbole"] == 0.1 and out["train_seconds"] == 200.0
+    assert len(out["per_seed"]) == 2 and out["loadavg"] == [[1.0] * 3 + [2.0] * 3] * 2
+
+
+def test_seeds_need_a_peer_line_each(monkeypatch, tmp_path):
+    one = tmp_path / "p2020.jsonl"
+    one.write_text(json.dumps(peer_record()) + "\n", encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", ["sasrec.py", "--seeds", "2020", "2021", "--peer-json", str(one)])
+    with pytest.raises(SystemExit, match="no --peer-json file holds the peer's seed 2021"):
+        bench.main()
+    monkeypatch.setattr(sys, "argv", ["sasrec.py", "--peer-json", str(one), "--peer-json", str(one)])
+    with pytest.raises(SystemExit, match="two --peer-json files hold the peer's seed 2020"):
+        bench.main()
+    monkeypatch.setattr(sys, "argv", ["sasrec.py", "--seeds", "2020", "2020"])
+    with pytest.raises(SystemExit, match="repeats a seed"):
+        bench.main()

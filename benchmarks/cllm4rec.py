@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from genrec.config import parse_gin  # noqa: E402
+from genrec.progress import quiet_library_bars  # noqa: E402
 from genrec.models import MostPopular  # noqa: E402
 from genrec.trainers.cllm4rec_trainer import train_cllm4rec  # noqa: E402
 from genrec.trainers.sasrec_trainer import train_sasrec  # noqa: E402
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--eval-rows", type=int, default=300, help="users evaluated (valid and test); 0: all 943")
     parser.add_argument("--run-dir", default=None, help="default: a fresh temporary folder")
     args = parser.parse_args()
+    quiet_library_bars()  # no weight-loading bars in a redirected log
 
     os.chdir(REPO)
     root = Path(args.run_dir or tempfile.mkdtemp(prefix="cllm4rec-bench-"))

@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from genrec.config import parse_gin  # noqa: E402
+from genrec.progress import quiet_library_bars  # noqa: E402
 from genrec.trainers.explain_trainer import train_explainer  # noqa: E402
 
 KEYS = ("next_hit@5", "rank_ndcg@5", "interest_accuracy", "fidelity")
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1, help="modes run in this many processes at once")
     args = parser.parse_args()
+    quiet_library_bars()  # no weight-loading bars in a redirected log
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
     root = Path(args.root)

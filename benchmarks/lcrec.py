@@ -42,6 +42,7 @@ from genrec.data import load_dataset  # noqa: E402
 from genrec.llm.tasks import TaskData  # noqa: E402
 from genrec.llm.lora import lora_settings  # noqa: E402
 from genrec.models.lcrec import LCRec  # noqa: E402
+from genrec.progress import quiet_library_bars  # noqa: E402
 from genrec.semantic_ids import ensure_semantic_ids  # noqa: E402
 from trainer_run import run_trainer  # noqa: E402  (benchmarks/, this script's folder)
 
@@ -126,6 +127,7 @@ def main() -> None:
     parser.add_argument("--skip", action="append", default=[], choices=["lcrec_full", "lcrec_lora", "sasrec",
                                                                           "throughput"])
     args = parser.parse_args()
+    quiet_library_bars()  # no weight-loading bars in a redirected log
 
     ensure_semantic_ids(SEMANTIC_IDS, RQVAE, load_dataset("ml-100k")[0])  # built once, outside the timings
     eval_rows = [] if args.full_recipe else [f"experiment.eval_rows = {args.eval_users}"]

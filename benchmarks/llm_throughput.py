@@ -66,6 +66,7 @@ from genrec.llm.flops import fine_tuning_flops  # noqa: E402
 from genrec.llm.lora import lora_settings  # noqa: E402
 from genrec.llm.tasks import TaskData  # noqa: E402
 from genrec.models.lcrec import LCRec  # noqa: E402
+from genrec.progress import quiet_library_bars  # noqa: E402
 from genrec.semantic_ids import ensure_semantic_ids  # noqa: E402
 from genrec.training import experiment  # noqa: E402
 from genrec.training.compiling import compile_for_training  # noqa: E402
@@ -248,6 +249,7 @@ def main() -> None:
                              "auto (fused on GPU, foreach on CPU, fit's device default)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    quiet_library_bars()  # no weight-loading bars in a redirected log
 
     os.chdir(REPO)
     parse_gin([args.config], args.gin)

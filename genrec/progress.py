@@ -155,10 +155,11 @@ class PlainProgress:
     def _print(self, now: float) -> None:
         elapsed = now - self._start
         done = f"{self.n}/{self.total}" if self.total else f"{self.n}"
-        parts = [f"{done} {self.unit}s" + (f" ({100 * self.n / self.total:.0f}%)" if self.total else ""),
+        units = self.unit + ("es" if self.unit.endswith(("s", "x", "ch", "sh")) else "s")  # batches, not batchs
+        parts = [f"{done} {units}" + (f" ({100 * self.n / self.total:.0f}%)" if self.total else ""),
                  f"{_clock_time(elapsed)} elapsed"]
         if elapsed > 0 and self.n > self._initial:
-            parts.append(f"{(self.n - self._initial) / elapsed:.3g} {self.unit}s/s")
+            parts.append(f"{(self.n - self._initial) / elapsed:.3g} {units}/s")
         if self.postfix:
             parts.append(self.postfix)
         label = f"{self.desc}: " if self.desc else ""

@@ -3,6 +3,7 @@
 import io
 
 import numpy as np
+import pytest
 import torch
 from tqdm.auto import tqdm
 
@@ -154,3 +155,12 @@ def test_library_bars_are_turned_off_only_off_a_terminal(monkeypatch):
         assert not logging.is_progress_bar_enabled()
     finally:
         logging.enable_progress_bar()
+
+
+@pytest.mark.parametrize("unit, plural", [("batch", "batches"), ("step", "steps"), ("pass", "passes"), ("user", "users")])
+def test_plain_lines_spell_plural_units(unit, plural):
+    out = io.StringIO()
+    bar, clock = plain(out, total=4, desc="x", unit=unit)
+    clock.now = 2.0
+    bar.update(4)
+    assert out.getvalue() == f"x: 4/4 {plural} (100%), 0:00:02 elapsed, 2 {plural}/s\n"

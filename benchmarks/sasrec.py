@@ -227,7 +227,7 @@ def main() -> None:
     if missing:
         sys.exit(f"sasrec benchmark: no --peer-json file holds the peer's seed {missing[0]} (they hold "
                  f"{sorted(peers)}); pass matching --seed/--seeds or run the peer with --seed {missing[0]}")
-    root = args.run_dir or tempfile.mkdtemp(prefix=f"sasrec-{args.dataset}-")
+    root = str(Path(args.run_dir).resolve()) if args.run_dir else tempfile.mkdtemp(prefix=f"sasrec-{args.dataset}-")
     rows = [run_seed(args, seed, peers.get(seed), str(Path(root) / f"seed{seed}") if args.seeds else root)
             for seed in seeds]
     print(json.dumps(rows[0] if args.seeds is None else summarise(rows)))

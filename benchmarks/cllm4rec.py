@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from genrec.config import parse_gin  # noqa: E402
-from genrec.progress import quiet_library_bars  # noqa: E402
 from genrec.models import MostPopular  # noqa: E402
+from genrec.progress import quiet_library_bars  # noqa: E402
 from genrec.trainers.cllm4rec_trainer import train_cllm4rec  # noqa: E402
 from genrec.trainers.sasrec_trainer import train_sasrec  # noqa: E402
 from genrec.training import experiment  # noqa: E402

@@ -114,21 +114,20 @@ def read_peers(files: list[str], dataset: str) -> dict[int, dict]:
             sys.exit(f"sasrec benchmark: {error}")
         if peer["seed"] in peers:
             sys.exit(f"sasrec benchmark: two --peer-json files hold the peer's seed {peer['seed']}; pass one per seed")
-        peers[peer["seed"]] = {**peer, "source": name}
+        peers[peer["seed"]] = peer
     return peers
 
 
-def run_seed(args: argparse.Namespace, seed: int, peer: dict | None, run_dir: str) -> dict:
-    """One seed of ours (after the peer with ``--run-peer``): the benchmark's JSON record for that seed."""
+def run_seed(args: argparse.Namespace, seed: int, peer: dict | None, source: str | None, run_dir: str) -> dict:
+    """One seed of ours (after the peer with ``--run-peer``): the benchmark's JSON record for that seed.
+
+    ``peer`` is the peer's line read from the file ``source`` (``None``: no peer, or ``--run-peer``)."""
     split_dataset = args.split_dataset
     if args.run_peer:
-        split_out = str(Path(run_dir).resolve() / "recbole_split") if args.same_split else None
-        peer = {**run_peer(args.dataset, seed, args.peer_epochs, args.threads, split_out),
-                "source": "run in this invocation"}
+        split_out = str(Path(run_dir) / "recbole_split") if args.same_split else None
+        peer, source = run_peer(args.dataset, seed, args.peer_epochs, args.threads, split_out), "run in this invocation"
         if split_out:
             split_dataset = f"recbole:{split_out}"
-    os.chdir(REPO)
-    torch.set_num_threads(args.threads)
     data = [f"experiment.dataset = {split_dataset!r}"] if split_dataset else []
     wall = [f"fit.max_train_seconds = {float(peer['train_seconds'])}"] if args.equal_wall else []
     bindings = [f"train_sasrec.run_dir = {run_dir!r}", f"train_sasrec.seed = {seed}", *data, *args.gin, *wall]
@@ -157,7 +156,6 @@ def run_seed(args: argparse.Namespace, seed: int, peer: dict | None, run_dir: st
         "stopped_by_time": metrics.get("stopped_by_time", False),
     }
     if peer is not None:
-        source = peer.pop("source")
         out["recbole"] = peer
         out["recbole_source"] = source
         out["same_seed_as_recbole"] = peer["seed"] == metrics["seed"]
@@ -223,13 +221,16 @@ def main() -> None:
     if len(set(seeds)) != len(seeds):
         sys.exit(f"sasrec benchmark: --seeds {' '.join(map(str, seeds))} repeats a seed")
     peers = read_peers(args.peer_json, args.dataset)
+    sources = dict(zip(peers, args.peer_json))
     missing = [s for s in seeds if args.peer_json and s not in peers]
     if missing:
         sys.exit(f"sasrec benchmark: no --peer-json file holds the peer's seed {missing[0]} (they hold "
                  f"{sorted(peers)}); pass matching --seed/--seeds or run the peer with --seed {missing[0]}")
     root = str(Path(args.run_dir).resolve()) if args.run_dir else tempfile.mkdtemp(prefix=f"sasrec-{args.dataset}-")
-    rows = [run_seed(args, seed, peers.get(seed), str(Path(root) / f"seed{seed}") if args.seeds else root)
-            for seed in seeds]
+    os.chdir(REPO)  # after the run folder is resolved; config paths and --split-dataset are the repository's
+    torch.set_num_threads(args.threads)
+    rows = [run_seed(args, seed, peers.get(seed), sources.get(seed),
+                     str(Path(root) / f"seed{seed}") if args.seeds else root) for seed in seeds]
     print(json.dumps(rows[0] if args.seeds is None else summarise(rows)))
 
 

@@ -155,7 +155,7 @@ class PlainProgress:
     def _print(self, now: float) -> None:
         elapsed = now - self._start
         done = f"{self.n}/{self.total}" if self.total else f"{self.n}"
-        units = self.unit + ("es" if self.unit.endswith(("s", "x", "ch", "sh")) else "s")  # batches, not batchs
+        units = self.unit + ("es" if self.unit.endswith(("s", "x", "ch", "sh")) else "s")  # batches, steps
         parts = [f"{done} {units}" + (f" ({100 * self.n / self.total:.0f}%)" if self.total else ""),
                  f"{_clock_time(elapsed)} elapsed"]
         if elapsed > 0 and self.n > self._initial:

@@ -123,7 +123,7 @@ def _read_tensor(handle, key: str, entry: dict[str, Any], base: int, size: int) 
     """One tensor of a safetensors body, read into fresh memory; checks its offsets against the file."""
     dtype, shape = _DTYPE_OF[entry["dtype"]], [int(n) for n in entry["shape"]]
     start, end = (int(n) for n in entry["data_offsets"])
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    nbytes = math.prod(shape) * dtype.itemsize
     if min(shape, default=0) < 0 or end - start != nbytes or start < 0 or base + end > size:
         raise ValueError(f"tensor {key!r}: offsets {start}-{end} do not hold {nbytes} bytes inside the file")
     value = torch.empty(shape, dtype=dtype)  # allocated only once the file is known to hold it

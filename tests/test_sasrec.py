@@ -72,6 +72,29 @@ def test_recbole_switches_positions_and_padding_in_the_softmax():
         SASRec(num_items=5, positions="right")
 
 
+def test_future_targets_train_each_position_on_the_next_k_items():
+    torch.manual_seed(0)
+    # a window whose earliest label was trained by the previous window (-100), left padding, 9 ends it
+    x, y = torch.tensor([[0, 2, 3, 4, 5, 6]]), torch.tensor([[-100, -100, 4, 5, 6, 9]])
+    one = SASRec(num_items=10, max_history=6).eval()
+    three = SASRec(num_items=10, max_history=6, future_targets=3).eval()
+    three.load_state_dict(one.state_dict())
+    hidden, next_only = one(x, y)
+    _, future = three(x, y)
+    assert torch.equal(three.future_items(x, y)[0, 2:], torch.tensor([[4, 5, 6], [5, 6, 9], [6, 9, 0], [9, 0, 0]]))
+    log_probs = one.logits(hidden[0]).log_softmax(-1)
+    pairs = {2: [4, 5, 6], 3: [5, 6, 9], 4: [6, 9], 5: [9]}  # position -> the items after it in the window
+    expected = -torch.stack([log_probs[t, item] for t, items in pairs.items() for item in items]).mean()
+    assert torch.isclose(future, expected, atol=1e-6)
+    assert torch.isclose(next_only, -torch.stack([log_probs[t, items[0]] for t, items in pairs.items()]).mean(), atol=1e-6)
+    future.backward()
+    assert all(torch.isfinite(p.grad).all() for p in three.parameters() if p.grad is not None)
+    with pytest.raises(ValueError, match="future_targets = 2 needs SASRec.loss = 'ce'"):
+        SASRec(num_items=5, loss="bpr", future_targets=2)
+    with pytest.raises(ValueError, match="SASRec.future_targets = 0"):
+        SASRec(num_items=5, future_targets=0)
+
+
 def test_follows_the_recommender_contract():
     torch.manual_seed(0)
     model = SASRec(num_items=6, max_history=4).eval()

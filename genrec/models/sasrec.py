@@ -12,6 +12,12 @@ Losses:
     TIGER paper by 48-83%, so generative models must be compared against this one.
   * ``bpr``: one uniformly sampled negative per position, ``-log sigmoid(s_pos - s_neg)``.
 
+``future_targets = k > 1`` (``ce`` only) trains each position on each of the next k items of its
+window, not only the next one: the loss is the mean of ``-log softmax`` over every (position, future
+item) pair whose item lies inside the window. On MovieLens many ratings share a timestamp, so the
+order of the next few items is partly arbitrary; scoring is unchanged (the next item after the
+history). ``k = 1`` is SASRec's (and RecBole's) loss.
+
 Inputs are left-padded with item 0. By default (``positions = "latest_last"``) the most recent item
 is always at position L-1 and shares its positional embedding between training windows and evaluation
 histories; ``"oldest_first"`` numbers positions from the oldest item in view, as RecBole does.
@@ -81,31 +87,36 @@ class SASRec(ItemTableModel):
         positions: ``"latest_last"`` (the most recent item at position L-1) or ``"oldest_first"`` (the
             oldest item in view at position 0: RecBole's numbering).
         softmax_padding: include the padding item in the ``ce`` softmax (RecBole); default: excluded.
+        future_targets: k, the next items each position is trained to predict (``ce`` only; 1: the next).
     """
 
     weights_file = WEIGHTS
 
     def __init__(self, num_items: int, max_history: int = 50, hidden_size: int = 64, num_layers: int = 2,
                  num_heads: int = 2, inner_size: int = 256, dropout: float = 0.2, attn_dropout: float = 0.2,
-                 loss: str = "ce", positions: str = "latest_last", softmax_padding: bool = False):
+                 loss: str = "ce", positions: str = "latest_last", softmax_padding: bool = False,
+                 future_targets: int = 1):
         super().__init__()
         if loss not in ("ce", "bpr"):
             raise ValueError(f"unknown SASRec.loss {loss!r}; use 'ce' (full softmax) or 'bpr'")
         if positions not in ("latest_last", "oldest_first"):
             raise ValueError(f"unknown SASRec.positions {positions!r}; use 'latest_last' or 'oldest_first'")
         sizes = {"max_history": max_history, "hidden_size": hidden_size, "num_layers": num_layers,
-                 "num_heads": num_heads, "inner_size": inner_size}
+                 "num_heads": num_heads, "inner_size": inner_size, "future_targets": future_targets}
         for name, value in sizes.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"SASRec.{name} = {value!r} cannot work; it must be an int >= 1")
         for name, value in {"dropout": dropout, "attn_dropout": attn_dropout}.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
                 raise ValueError(f"SASRec.{name} = {value!r} cannot work; it must be a number in [0, 1)")
+        if future_targets > 1 and loss != "ce":
+            raise ValueError(f"SASRec.future_targets = {future_targets} needs SASRec.loss = 'ce' (the full softmax); "
+                             "with 'bpr' use future_targets = 1")
         self.num_items, self.max_history, self.loss_type = num_items, max_history, loss
         self.settings = {"num_items": num_items, "max_history": max_history, "hidden_size": hidden_size,
                          "num_layers": num_layers, "num_heads": num_heads, "inner_size": inner_size,
                          "dropout": dropout, "attn_dropout": attn_dropout, "loss": loss, "positions": positions,
-                         "softmax_padding": softmax_padding}
+                         "softmax_padding": softmax_padding, "future_targets": future_targets}
         self.item_emb = nn.Embedding(num_items + 1, hidden_size, padding_idx=0)
         self.pos_emb = nn.Embedding(max_history, hidden_size)
         self.ln = nn.LayerNorm(hidden_size, eps=1e-12)
@@ -141,6 +152,14 @@ class SASRec(ItemTableModel):
             h = block(h, allowed)
         return h
 
+    def future_items(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The next ``future_targets`` items after every position [B, L, k]; 0 where the window ends first."""
+        B, L = input_ids.shape
+        sequence = torch.cat([input_ids, labels[:, -1:].clamp(min=0), input_ids.new_zeros(B, 1)], 1)  # [B, L+2]
+        ahead = torch.arange(L, device=input_ids.device)[:, None] + torch.arange(1, self.settings["future_targets"] + 1,
+                                                                                 device=input_ids.device)  # [L, k]
+        return sequence[:, ahead.clamp(max=L + 1)]
+
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None):
         """Args: input_ids [B, L] left-padded; labels [B, L] next items, -100 where no loss.
 
@@ -154,7 +173,12 @@ class SASRec(ItemTableModel):
         h, target = hidden[keep], labels[keep]
         if self.loss_type == "ce":
             logits = h @ self.item_emb.weight.T if self.settings["softmax_padding"] else self.logits(h)
-            return hidden, F.cross_entropy(logits, target)
+            if self.settings["future_targets"] == 1:
+                return hidden, F.cross_entropy(logits, target)
+            future = self.future_items(input_ids, labels)[keep]  # [P, k], 0 past the window's end
+            found = future > 0
+            log_probs = logits.log_softmax(-1).gather(1, future).masked_fill(~found, 0.0)
+            return hidden, -log_probs.sum() / found.sum()
         negatives = torch.randint(1, self.num_items + 1, target.shape, device=target.device)
         pos = (h * self.item_emb(target)).sum(-1)
         neg = (h * self.item_emb(negatives)).sum(-1)

@@ -104,8 +104,8 @@ def compare(ours: dict, peer: dict) -> dict:
     return out
 
 
-def read_peers(files: list[str], dataset: str) -> dict[int, dict]:
-    """The peer line of each ``--peer-json`` file, by seed (one file per seed)."""
+def read_peers(files: list[str], dataset: str) -> dict[int, tuple[dict, str]]:
+    """The peer line of each ``--peer-json`` file and the file's name, by seed (one file per seed)."""
     peers = {}
     for name in files:
         try:
@@ -114,7 +114,7 @@ def read_peers(files: list[str], dataset: str) -> dict[int, dict]:
             sys.exit(f"sasrec benchmark: {error}")
         if peer["seed"] in peers:
             sys.exit(f"sasrec benchmark: two --peer-json files hold the peer's seed {peer['seed']}; pass one per seed")
-        peers[peer["seed"]] = peer
+        peers[peer["seed"]] = (peer, name)
     return peers
 
 
@@ -221,7 +221,6 @@ def main() -> None:
     if len(set(seeds)) != len(seeds):
         sys.exit(f"sasrec benchmark: --seeds {' '.join(map(str, seeds))} repeats a seed")
     peers = read_peers(args.peer_json, args.dataset)
-    sources = dict(zip(peers, args.peer_json))
     missing = [s for s in seeds if args.peer_json and s not in peers]
     if missing:
         sys.exit(f"sasrec benchmark: no --peer-json file holds the peer's seed {missing[0]} (they hold "
@@ -229,8 +228,8 @@ def main() -> None:
     root = str(Path(args.run_dir).resolve()) if args.run_dir else tempfile.mkdtemp(prefix=f"sasrec-{args.dataset}-")
     os.chdir(REPO)  # after the run folder is resolved; config paths and --split-dataset are the repository's
     torch.set_num_threads(args.threads)
-    rows = [run_seed(args, seed, peers.get(seed), sources.get(seed),
-                     str(Path(root) / f"seed{seed}") if args.seeds else root) for seed in seeds]
+    rows = [run_seed(args, seed, *peers.get(seed, (None, None)), str(Path(root) / f"seed{seed}") if args.seeds else root)
+            for seed in seeds]
     print(json.dumps(rows[0] if args.seeds is None else summarise(rows)))
 
 

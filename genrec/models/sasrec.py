@@ -155,9 +155,10 @@ class SASRec(ItemTableModel):
     def future_items(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The next ``future_targets`` items after every position [B, L, k]; 0 where the window ends first."""
         B, L = input_ids.shape
+        # the window's items after position 0, then one 0 that every index past the window's end reads
         sequence = torch.cat([input_ids, labels[:, -1:].clamp(min=0), input_ids.new_zeros(B, 1)], 1)  # [B, L+2]
-        ahead = torch.arange(L, device=input_ids.device)[:, None] + torch.arange(1, self.settings["future_targets"] + 1,
-                                                                                 device=input_ids.device)  # [L, k]
+        steps = torch.arange(1, self.settings["future_targets"] + 1, device=input_ids.device)
+        ahead = torch.arange(L, device=input_ids.device)[:, None] + steps  # [L, k]
         return sequence[:, ahead.clamp(max=L + 1)]
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None):

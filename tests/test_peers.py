@@ -167,3 +167,41 @@ def test_seeds_need_a_peer_line_each(monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "argv", ["sasrec.py", "--seeds", "2020", "2020"])
     with pytest.raises(SystemExit, match="repeats a seed"):
         bench.main()
+
+
+class FakeRunner:
+    """Stands in for RecBole's runner process: prints the given lines, then exits with ``returncode``."""
+
+    def __init__(self, lines: list[str], returncode: int = 0):
+        self.lines, self.returncode, self.commands = lines, returncode, []
+
+    def __call__(self, command, **kwargs):
+        self.commands.append(command)
+        self.stdout = iter(self.lines)
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_split_only_writes_the_split_and_trains_nothing(monkeypatch, tmp_path):
+    split = {"u1": {"train": ["10", "11"], "valid": "12", "test": "10"}}
+    (tmp_path / "split.json").write_text(json.dumps(split), encoding="utf-8")
+    runner = FakeRunner(["RecBole log line\n", f"RECBOLE_SPLIT {tmp_path / 'split.json'}\n"])
+    monkeypatch.setattr(peers, "ensure_venv", lambda venv: Path(sys.executable))
+    monkeypatch.setattr(peers, "read_log", lambda name, folder: tiny_log())
+    monkeypatch.setattr(peers.subprocess, "Popen", runner)
+    out = peers.run_peer("ml-100k", split_out=str(tmp_path / "split"), split_only=True)
+    assert "--split-only" in runner.commands[0] and "--split-out" in runner.commands[0]
+    assert out["split_dataset"] == f"recbole:{(tmp_path / 'split').resolve()}" and "ndcg@10" not in out
+    assert (tmp_path / "split" / "split.inter").exists()
+    # a runner that exits without writing the split is an error, not an empty result
+    monkeypatch.setattr(peers.subprocess, "Popen", FakeRunner(["RecBole log line\n"]))
+    with pytest.raises(peers.PeerError, match="failed"):
+        peers.run_peer("ml-100k", split_out=str(tmp_path / "other"), split_only=True)
+    with pytest.raises(peers.PeerError, match="--split-out"):
+        peers.run_peer("ml-100k", split_only=True)
+

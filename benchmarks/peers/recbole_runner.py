@@ -4,7 +4,8 @@ This file runs under the peer environment's interpreter (RecBole 1.2.1 and its p
 nothing from genrec. It reads the atomic files that ``recbole_sasrec.py`` wrote, trains and evaluates
 RecBole's own SASRec with the configuration given as JSON on the command line, and prints one line
 ``RECBOLE_RESULT {...}`` on stdout (RecBole's own log goes to stdout too, line by line); with
-``--split-out`` also ``RECBOLE_SPLIT <file>`` once the split is written, before training.
+``--split-out`` also ``RECBOLE_SPLIT <file>`` once the split is written, before training (with
+``--split-only`` it stops there: no model is built or trained).
 
 Two things are changed in RecBole's process, neither in its files:
 
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--config", required=True, help="RecBole configuration as a JSON object")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--split-out", default=None)
+    parser.add_argument("--split-only", action="store_true", help="stop once the split is written")
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value pairs from sys.argv; ours are not for it
 
@@ -129,6 +131,8 @@ def main() -> None:
     if args.split_out:
         export_split(dataset, train_data, valid_data, test_data, Path(args.split_out))
         print(f"RECBOLE_SPLIT {args.split_out}", flush=True)  # the caller converts it before training starts
+    if args.split_only:
+        return
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = SASRec(config, train_data.dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)

@@ -3,6 +3,7 @@
     python benchmarks/peers/recbole_sasrec.py --dataset ml-100k                 # full run, seed 2020
     python benchmarks/peers/recbole_sasrec.py --dataset ml-100k --epochs 1      # smoke run
     python benchmarks/peers/recbole_sasrec.py --install-only                    # only build the venv
+    python benchmarks/peers/recbole_sasrec.py --split-only --split-out DIR      # only RecBole's split (seconds)
 
 What it does:
 
@@ -184,8 +185,15 @@ def loadavg() -> list[float] | None:
 
 
 def run_peer(dataset: str, seed: int = 2020, epochs: int | None = None, threads: int = 1,
-             split_out: str | None = None, venv: Path | None = None, keep: bool = False) -> dict:
-    """Install (once) and run RecBole's SASRec on ``dataset``; return the result as one flat dict."""
+             split_out: str | None = None, venv: Path | None = None, keep: bool = False,
+             split_only: bool = False) -> dict:
+    """Install (once) and run RecBole's SASRec on ``dataset``; return the result as one flat dict.
+
+    With ``split_only`` RecBole prepares the data, ``split_out`` receives its split and nothing is
+    trained; the dict then names only the dataset and the split folder.
+    """
+    if split_only and not split_out:
+        raise PeerError("split_only needs a folder to write the split to (--split-out DIR)")
     python = ensure_venv(venv or default_venv())
     work = Path(tempfile.mkdtemp(prefix=f"recbole-{dataset}-"))
     try:
@@ -200,10 +208,12 @@ def run_peer(dataset: str, seed: int = 2020, epochs: int | None = None, threads:
         if split_out:
             Path(split_out).mkdir(parents=True, exist_ok=True)
             command += ["--split-out", str(Path(split_out).resolve() / "split.json")]
+        if split_only:
+            command.append("--split-only")
         env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         before, start = loadavg(), time.perf_counter()
-        result = None
+        result, split_written = None, False
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
             for line in proc.stdout:
                 if line.startswith(RESULT_PREFIX):
@@ -211,10 +221,11 @@ def run_peer(dataset: str, seed: int = 2020, epochs: int | None = None, threads:
                 elif line.startswith(SPLIT_PREFIX):  # written before training: usable even if the run is cut short
                     split_to_inter(json.loads(Path(line[len(SPLIT_PREFIX):].strip()).read_text()),
                                    Path(split_out).resolve())
+                    split_written = True
                     print(f"[peer] RecBole's split written to {split_out}", file=sys.stderr, flush=True)
                 else:
                     print(line, end="", file=sys.stderr, flush=True)
-        if proc.returncode != 0 or result is None:
+        if proc.returncode != 0 or (split_written if split_only else result) in (None, False):
             raise PeerError(f"RecBole's run on {dataset} failed (exit {proc.returncode}, its log above; work folder "
                             f"{work} kept); fix the cause shown there and re-run")
     except BaseException:
@@ -223,13 +234,16 @@ def run_peer(dataset: str, seed: int = 2020, epochs: int | None = None, threads:
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
+    split_dataset = {"split_dataset": f"recbole:{Path(split_out).resolve()}"} if split_out else {}
+    if split_only:
+        return {"dataset": dataset, **split_dataset, "wall_seconds": round(time.perf_counter() - start, 2)}
     test = result.pop("test")
     return {
         "peer": "recbole", "model": "SASRec", "dataset": dataset, "seed": seed,
         **{key: test[key] for key in METRIC_KEYS},
         **result, "max_epochs": config["epochs"], "wall_seconds": round(time.perf_counter() - start, 2),
         "loadavg_before": before, "loadavg_after": loadavg(), "requirements": list(REQUIREMENTS),
-        "config": config, **({"split_dataset": f"recbole:{Path(split_out).resolve()}"} if split_out else {}),
+        "config": config, **split_dataset,
     }
 
 
@@ -242,16 +256,21 @@ def main() -> None:
     parser.add_argument("--split-out", default=None,
                         help="write RecBole's split into this folder (split.json + a genrec-readable .inter)")
     parser.add_argument("--venv", type=Path, default=None, help=f"virtualenv folder; default {default_venv()}")
+    parser.add_argument("--split-only", action="store_true",
+                        help="only write RecBole's split into --split-out (no training; the split is the same for every seed)")
     parser.add_argument("--install-only", action="store_true", help="build the virtualenv and exit")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     args = parser.parse_args()
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
+    if args.split_only and not args.split_out:
+        parser.error("--split-only needs --split-out DIR, the folder the split is written to")
     try:
         if args.install_only:
             print(ensure_venv(args.venv or default_venv()))
             return
-        out = run_peer(args.dataset, args.seed, args.epochs, args.threads, args.split_out, args.venv, args.keep)
+        out = run_peer(args.dataset, args.seed, args.epochs, args.threads, args.split_out, args.venv, args.keep,
+                       args.split_only)
     except PeerError as error:
         sys.exit(f"recbole_sasrec: {error}")
     print(json.dumps(out), flush=True)

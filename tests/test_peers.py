@@ -205,3 +205,14 @@ def test_split_only_writes_the_split_and_trains_nothing(monkeypatch, tmp_path):
     with pytest.raises(peers.PeerError, match="--split-out"):
         peers.run_peer("ml-100k", split_only=True)
 
+
+PEER_LINES = REPO / "docs" / "runs" / "sasrec_peer_ml100k"
+
+
+def test_committed_peer_lines_parse_one_per_seed():
+    files = sorted(PEER_LINES.glob("seed*.jsonl"))
+    assert [f.name for f in files] == ["seed2020.jsonl", "seed2021.jsonl", "seed2022.jsonl"]
+    for path in files:
+        peer = bench.parse_peer_line(path.read_text(encoding="utf-8"), str(path), "ml-100k")
+        assert path.name == f"seed{peer['seed']}.jsonl" and peer["threads"] == 1
+        assert peer["recbole_version"] == "1.2.1" and peer["users"] == 943

@@ -225,7 +225,8 @@ def run_peer(dataset: str, seed: int = 2020, epochs: int | None = None, threads:
                     print(f"[peer] RecBole's split written to {split_out}", file=sys.stderr, flush=True)
                 else:
                     print(line, end="", file=sys.stderr, flush=True)
-        if proc.returncode != 0 or (split_written if split_only else result) in (None, False):
+        finished = split_written if split_only else result is not None
+        if proc.returncode != 0 or not finished:
             raise PeerError(f"RecBole's run on {dataset} failed (exit {proc.returncode}, its log above; work folder "
                             f"{work} kept); fix the cause shown there and re-run")
     except BaseException:

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -17,9 +16,8 @@ import gin
 
 from genrec.config import run
 from genrec.data import SPLITS
-from genrec.data.windows import SequenceWindows
 from genrec.models.hstu import HSTU
-from genrec.training import experiment, fit, seed_everything
+from genrec.training.next_item import train_next_item_model
 
 
 @gin.configurable
@@ -32,15 +30,7 @@ def train_hstu(run_dir: str = "runs/hstu", seed: int = 2020, window_stride: int 
         window_stride: distance between training windows (default: the model's ``max_history``;
             see :class:`genrec.data.windows.SequenceWindows`).
     """
-    seed_everything(seed)
-    exp = experiment()
-    model = HSTU(num_items=exp.num_items)
-    model.set_item_ids(exp.interactions.item_ids)
-    windows = SequenceWindows(exp.split.train, model.max_history, window_stride)
-    metrics = fit(model, windows, exp.evaluate_model(), run_dir=run_dir, info=exp.info, seed=seed)
-    if int(os.environ.get("RANK", "0")) == 0:
-        model.save_pretrained(Path(run_dir) / "model")  # the best weights, which fit leaves in the model
-    return metrics
+    return train_next_item_model(HSTU, run_dir, seed, window_stride)
 
 
 if __name__ == "__main__":

@@ -211,7 +211,7 @@ PEER_LINES = REPO / "docs" / "runs" / "sasrec_peer_ml100k"
 
 def test_committed_peer_lines_parse_one_per_seed():
     files = sorted(PEER_LINES.glob("seed*.jsonl"))
-    assert [f.name for f in files] == ["seed2020.jsonl", "seed2021.jsonl", "seed2022.jsonl"]
+    assert [f.name for f in files] == ["seed2020.jsonl", "seed2021.jsonl", "seed2022.jsonl", "seed2023.jsonl"]
     for path in files:
         peer = bench.parse_peer_line(path.read_text(encoding="utf-8"), str(path), "ml-100k")
         assert path.name == f"seed{peer['seed']}.jsonl" and peer["threads"] == 1
